@@ -1,0 +1,89 @@
+//! Credential kinds. Each kind is one module implementing [`CredentialKind`]; [`KINDS`] is the
+//! registry, so adding a kind touches its module and one line there. The steps know nothing of
+//! any kind beyond this trait.
+
+pub mod generic;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::error::{Result, RotorError};
+use crate::policy::GeneratorPolicy;
+use crate::ports::SecretMeta;
+
+/// The tag naming a secret's kind (default `generic`).
+pub const KIND_TAG: &str = "rotor:kind";
+
+/// What a kind sees of the secret being rotated. Holds no values.
+pub struct KindContext<'a> {
+    pub meta: &'a SecretMeta,
+    /// The generator policy after the secret's tags were applied.
+    pub policy: &'a GeneratorPolicy,
+}
+
+/// What setSecret did at the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The target was changed to accept the pending credential.
+    Changed,
+    /// The target already accepted it (a re-run).
+    AlreadyAccepted,
+    /// The kind has no target (the secret is the credential).
+    NoTarget,
+}
+
+/// One kind of credential.
+///
+/// Contract: no method may put a secret value in an error, a log line or a panic message; every
+/// method is safe to call again with the same arguments (steps are retried); `verify` is
+/// read-only; `apply` keeps the current credential working wherever the kind's strategy allows.
+#[async_trait]
+pub trait CredentialKind: Send + Sync {
+    /// The name used in the `rotor:kind` tag and in the inventory.
+    fn name(&self) -> &'static str;
+
+    /// Whether setSecret must reach a target (if not, it only checks the version).
+    fn has_target(&self) -> bool;
+
+    /// createSecret: the next credential, derived from the current secret value.
+    async fn generate(&self, ctx: &KindContext<'_>, current: &SecretString)
+        -> Result<SecretString>;
+
+    /// setSecret: make the target accept `pending` (first checking whether it already does).
+    async fn apply(
+        &self,
+        ctx: &KindContext<'_>,
+        pending: &SecretString,
+        current: &SecretString,
+    ) -> Result<Applied>;
+
+    /// testSecret: prove `pending` works; read-only.
+    async fn verify(
+        &self,
+        ctx: &KindContext<'_>,
+        pending: &SecretString,
+        current: &SecretString,
+    ) -> Result<()>;
+
+    /// rollback: put the target back to `current` where `apply` changed it.
+    async fn revert(&self, _ctx: &KindContext<'_>, _current: &SecretString) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Every kind Rotor knows. Add a kind here.
+pub static KINDS: &[&dyn CredentialKind] = &[&generic::Generic];
+
+/// The kind a secret declares through its `rotor:kind` tag (default `generic`).
+pub fn for_secret(meta: &SecretMeta) -> Result<&'static dyn CredentialKind> {
+    let name = meta
+        .tags
+        .get(KIND_TAG)
+        .map(String::as_str)
+        .unwrap_or("generic");
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| k.name() == name)
+        .ok_or_else(|| RotorError::UnsupportedKind(name.chars().take(64).collect()))
+}

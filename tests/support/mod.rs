@@ -1,0 +1,212 @@
+//! Shared test support: the local stack (moto's server over HTTP, from `ROTOR_TEST_AWS_ENDPOINT`
+//! or started once per test binary), SDK clients, secret fixtures, log capture, and the paths of
+//! the real binaries.
+#![allow(dead_code)]
+
+pub mod runtime_api;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use aws_sdk_secretsmanager::types::Tag;
+use aws_sdk_secretsmanager::Client;
+use rotor::localstack::LocalStack;
+
+static STACK: OnceLock<(String, Option<LocalStack>)> = OnceLock::new();
+
+/// The moto endpoint for this test binary: `ROTOR_TEST_AWS_ENDPOINT` if set (CI and
+/// `scripts/test` start one), else a moto server started now and stopped when the binary exits.
+pub fn endpoint() -> String {
+    STACK
+        .get_or_init(|| {
+            let (url, stack) = match std::env::var("ROTOR_TEST_AWS_ENDPOINT") {
+                Ok(url) if !url.is_empty() => (url, None),
+                _ => {
+                    let s = LocalStack::start().expect("start moto's server");
+                    (s.endpoint().to_string(), Some(s))
+                }
+            };
+            // Lambda functions in moto must not need Docker (RotateSecret looks its Lambda up).
+            moto_post(
+                &url,
+                "/moto-api/config",
+                r#"{"lambda":{"use_docker":false}}"#,
+            );
+            (url, stack)
+        })
+        .0
+        .clone()
+}
+
+/// POSTs a JSON body to moto's own API (plain HTTP/1.0 over loopback).
+pub fn moto_post(url: &str, path: &str, body: &str) -> String {
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(hostport).expect("connect to moto");
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write to moto");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read from moto");
+    assert!(
+        out.starts_with("HTTP/1.") && (out.contains(" 200 ") || out.contains(" 201 ")),
+        "moto answered {out}"
+    );
+    out
+}
+
+/// SDK configuration pointed at the local stack.
+pub async fn sdk() -> aws_config::SdkConfig {
+    rotor::adapters::load_sdk_config(Some(&endpoint())).await
+}
+
+/// A raw Secrets Manager client (for fixtures and for reading state independently of Rotor).
+pub async fn client() -> Client {
+    Client::new(&sdk().await)
+}
+
+/// A rotator wired to Secrets Manager on the local stack, with default policy.
+pub async fn rotator() -> rotor::Rotator {
+    let secrets = std::sync::Arc::new(rotor::adapters::SecretsManager::new(&sdk().await, None));
+    rotor::Rotator::new(secrets, rotor::policy::GeneratorPolicy::default())
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", rotor::Token::generate().unwrap().as_str())
+}
+
+/// Creates a secret and returns its ARN.
+pub async fn create_secret(c: &Client, name: &str, value: &str, tags: &[(&str, &str)]) -> String {
+    let tags: Vec<Tag> = tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+        .collect();
+    c.create_secret()
+        .name(name)
+        .secret_string(value)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .expect("create secret")
+        .arn()
+        .unwrap()
+        .to_string()
+}
+
+/// `VersionIdsToStages`, sorted, with empty stage lists dropped.
+pub async fn stages(c: &Client, id: &str) -> Vec<(String, Vec<String>)> {
+    let d = c.describe_secret().secret_id(id).send().await.unwrap();
+    let mut v: Vec<(String, Vec<String>)> = d
+        .version_ids_to_stages()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(k, mut s)| {
+            s.sort();
+            (k, s)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The value under a stage (always by stage: moto's default version can be wrong).
+pub async fn value_at(c: &Client, id: &str, stage: &str) -> Option<String> {
+    c.get_secret_value()
+        .secret_id(id)
+        .version_stage(stage)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.secret_string)
+}
+
+/// The version id carrying `stage`.
+pub async fn version_with(c: &Client, id: &str, stage: &str) -> Option<String> {
+    stages(c, id)
+        .await
+        .into_iter()
+        .find(|(_, s)| s.iter().any(|x| x == stage))
+        .map(|(v, _)| v)
+}
+
+/// Captured log output, in the JSON format every Rotor process uses.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Panics if any of `values` appears in the logs (or if the logs are empty: a capture that
+    /// caught nothing proves nothing).
+    pub fn assert_absent(&self, values: &[&str]) {
+        let text = self.text();
+        assert!(!text.is_empty(), "no logs were captured");
+        for v in values {
+            assert!(!v.is_empty());
+            if let Some(i) = text.find(v) { panic!("secret value {v:?} leaked into the logs: …{}…", &text[i.saturating_sub(100)..(i + 400).min(text.len())]); }
+        }
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// Captures this thread's logs (use with a current-thread runtime, `#[tokio::test]`'s default),
+/// with every level on, SDK included.
+pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_writer(logs.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (logs, guard)
+}
+
+static BUILT: Mutex<bool> = Mutex::new(false);
+
+/// The path of a workspace binary (a function or `rotor`), built with this test's profile if it
+/// is missing or older than the sources.
+pub fn binary(name: &str) -> PathBuf {
+    let rotor = PathBuf::from(env!("CARGO_BIN_EXE_rotor"));
+    let dir = rotor.parent().unwrap().to_path_buf();
+    let path = dir.join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !*built {
+        let release = dir.ends_with("release");
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "--workspace", "--bins", "--quiet"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+        *built = true;
+    }
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
