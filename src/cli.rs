@@ -182,7 +182,11 @@ fn print_rotation(
 }
 
 /// A demo secret: name, initial value, tags. Values are throwaway; they are never printed.
-type DemoSecret = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+type DemoSecret = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 const DEMO_SECRETS: &[DemoSecret] = &[
     (

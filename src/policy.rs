@@ -94,18 +94,26 @@ impl GeneratorPolicy {
     /// The defaults, overridden by `ROTOR_*` variables found through `lookup` (the function's
     /// environment).
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        Self::default().overridden(|i| lookup([LENGTH, REQUIRE, EXCLUDE, FIELDS, FORMAT][i].1))
+        Self::default().overridden(false, |i| {
+            lookup([LENGTH, REQUIRE, EXCLUDE, FIELDS, FORMAT][i].1)
+        })
     }
 
-    /// This policy overridden by a secret's `rotor:*` tags.
+    /// This policy overridden by a secret's `rotor:*` tags. A `rotor:fields` tag also makes the
+    /// secret's format JSON (unless `rotor:format` says otherwise): naming fields of a value that
+    /// is not a JSON object is an error, not a silent whole-value rotation.
     pub fn with_tags(&self, tags: &BTreeMap<String, String>) -> Result<Self> {
-        self.overridden(|i| {
+        self.overridden(true, |i| {
             tags.get([LENGTH, REQUIRE, EXCLUDE, FIELDS, FORMAT][i].0)
                 .cloned()
         })
     }
 
-    fn overridden(&self, get: impl Fn(usize) -> Option<String>) -> Result<Self> {
+    fn overridden(
+        &self,
+        fields_imply_json: bool,
+        get: impl Fn(usize) -> Option<String>,
+    ) -> Result<Self> {
         let mut p = self.clone();
         if let Some(v) = get(0) {
             p.length = v.trim().parse().map_err(|_| {
@@ -131,7 +139,7 @@ impl GeneratorPolicy {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect();
-            if p.format == ValueFormat::Auto {
+            if fields_imply_json && p.format == ValueFormat::Auto {
                 p.format = ValueFormat::Json;
             }
         }
@@ -237,6 +245,13 @@ mod tests {
         assert_eq!(p.length, 16);
         assert_eq!(p.classes, vec![CharClass::Upper, CharClass::Digit]);
         assert_eq!(p.exclude, DEFAULT_EXCLUDE);
+    }
+
+    #[test]
+    fn fields_from_the_environment_keep_auto_format() {
+        let p = GeneratorPolicy::from_env(|k| (k == "ROTOR_FIELDS").then(|| "password".into()))
+            .unwrap();
+        assert_eq!(p.format, ValueFormat::Auto);
     }
 
     #[test]

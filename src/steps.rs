@@ -176,7 +176,13 @@ impl Rotator {
     }
 
     async fn create(&self, id: &SecretId, token: &Token) -> Result<(String, Outcome)> {
-        let (meta, state) = self.check(id, token, true).await?;
+        // The current value is read alongside the describe (one round trip, not two); it is
+        // only used once the token has been checked.
+        let (checked, current) = tokio::join!(
+            self.check(id, token, true),
+            self.secrets.get_value(id.as_str(), None, AWSCURRENT)
+        );
+        let (meta, state) = checked?;
         match state {
             TokenState::Current => return Ok((meta.arn, Outcome::AlreadyCurrent)),
             TokenState::Pending => {
@@ -193,7 +199,7 @@ impl Rotator {
         }
         let kind = kinds::for_secret(&meta)?;
         let policy = self.policy(&meta)?;
-        let current = self.current_value(&meta).await?;
+        let current = current?.ok_or_else(|| RotorError::NoCurrentValue(meta.arn.clone()))?;
         let next = kind.generate(&self.ctx(&meta, &policy), &current).await?;
         let outcome = match self
             .secrets
@@ -230,14 +236,25 @@ impl Rotator {
     }
 
     async fn test(&self, id: &SecretId, token: &Token) -> Result<(String, Outcome)> {
-        let (meta, state) = self.check(id, token, false).await?;
+        // Both values are read alongside the describe (one round trip, not three); they are
+        // only looked at once the token has been checked.
+        let (checked, pending, current) = tokio::join!(
+            self.check(id, token, false),
+            self.secrets
+                .get_value(id.as_str(), Some(token.as_str()), AWSPENDING),
+            self.secrets.get_value(id.as_str(), None, AWSCURRENT)
+        );
+        let (meta, state) = checked?;
         if let TokenState::Current = state {
             return Ok((meta.arn, Outcome::AlreadyCurrent));
         }
         let kind = kinds::for_secret(&meta)?;
         let policy = self.policy(&meta)?;
-        let pending = self.pending_value(&meta, token).await?;
-        let current = self.current_value(&meta).await?;
+        let pending = pending?.ok_or_else(|| RotorError::NoPendingValue {
+            secret: meta.arn.clone(),
+            token: token.to_string(),
+        })?;
+        let current = current?.ok_or_else(|| RotorError::NoCurrentValue(meta.arn.clone()))?;
         kind.verify(&self.ctx(&meta, &policy), &pending, &current)
             .await?;
         Ok((meta.arn, Outcome::Tested))

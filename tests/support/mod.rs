@@ -151,7 +151,12 @@ impl Logs {
         assert!(!text.is_empty(), "no logs were captured");
         for v in values {
             assert!(!v.is_empty());
-            if let Some(i) = text.find(v) { panic!("secret value {v:?} leaked into the logs: …{}…", &text[i.saturating_sub(100)..(i + 400).min(text.len())]); }
+            if let Some(i) = text.find(v) {
+                panic!(
+                    "secret value {v:?} leaked into the logs: …{}…",
+                    &text[i.saturating_sub(100)..(i + 400).min(text.len())]
+                );
+            }
         }
     }
 }
@@ -209,4 +214,33 @@ pub fn binary(name: &str) -> PathBuf {
     }
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// A sample event from `events/` (the same files the README and `cargo lambda invoke` use),
+/// pointed at `secret` and `token` when given.
+pub fn sample_event(file: &str, secret: Option<&str>, token: Option<&str>) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("events")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    if let Some(s) = secret {
+        v["SecretId"] = s.into();
+    }
+    if let Some(t) = token {
+        v["ClientRequestToken"] = t.into();
+    }
+    v
+}
+
+/// The environment a function gets on the local stack: endpoint, region, dummy credentials,
+/// and every log level on (so the log search covers the SDK's own logs too).
+pub fn function_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("RUST_LOG", "trace".into()),
+    ]
 }

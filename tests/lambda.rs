@@ -1,0 +1,201 @@
+//! Every function binary run as Lambda runs it: a real process polling a Lambda Runtime API
+//! emulator on loopback, talking to moto's Secrets Manager over HTTP. Covers the four step
+//! functions, the `rotate` dispatcher, error responses, and that a process keeps serving after
+//! bad input. All process output is searched for secret values.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::runtime_api::{FunctionProcess, Invocation, RuntimeApi};
+use support::*;
+
+async fn start(binary: &str) -> (RuntimeApi, FunctionProcess) {
+    let api = RuntimeApi::start().await;
+    let env = function_env();
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let p = FunctionProcess::spawn(&support::binary(binary), binary, &api, &env);
+    assert!(
+        api.wait_ready(Duration::from_secs(20)).await.is_some(),
+        "{binary} never polled for an event: {}",
+        p.logs()
+    );
+    (api, p)
+}
+
+fn ok(inv: Invocation) -> Value {
+    match inv {
+        Invocation::Ok(v) => v,
+        Invocation::Err {
+            error_type,
+            error_message,
+        } => panic!("{error_type}: {error_message}"),
+    }
+}
+
+fn err(inv: Invocation) -> (String, String) {
+    match inv {
+        Invocation::Err {
+            error_type,
+            error_message,
+        } => (error_type, error_message),
+        Invocation::Ok(v) => panic!("expected an error, got {v}"),
+    }
+}
+
+#[tokio::test]
+async fn four_step_functions_rotate_a_secret_and_rerun_cleanly() {
+    let c = client().await;
+    let old = r#"{"username":"lambda","password":"lambda-step-old-pw"}"#;
+    let arn = create_secret(&c, &unique("steps"), old, &[]).await;
+    let token = rotor::Token::generate().unwrap();
+    let mut procs = Vec::new();
+    for (binary, file, outcome) in [
+        ("create-secret", "create-secret.json", "created"),
+        ("set-secret", "set-secret.json", "noTarget"),
+        ("test-secret", "test-secret.json", "tested"),
+        ("finish-secret", "finish-secret.json", "finished"),
+    ] {
+        let (api, p) = start(binary).await;
+        let event = sample_event(file, Some(&arn), Some(token.as_str()));
+        let first = ok(api.invoke(event.clone()).await);
+        assert_eq!(first["outcome"], outcome, "{binary}: {first}");
+        assert_eq!(first["secretArn"], arn.as_str());
+        // Lambda and Secrets Manager retry: the same event again leaves the same state.
+        let state = stages(&c, &arn).await;
+        let again = ok(api.invoke(event).await);
+        assert!(again["outcome"].is_string());
+        assert_eq!(
+            stages(&c, &arn).await,
+            state,
+            "re-running {binary} changed the secret"
+        );
+        // The state machine may omit Step: a single-step function runs its own.
+        let no_step = json!({"SecretId": arn, "ClientRequestToken": token.as_str()});
+        ok(api.invoke(no_step).await);
+        procs.push((api, p));
+    }
+    assert_eq!(
+        version_with(&c, &arn, "AWSCURRENT").await.as_deref(),
+        Some(token.as_str())
+    );
+    assert_eq!(version_with(&c, &arn, "AWSPENDING").await, None);
+    let new: Value =
+        serde_json::from_str(&value_at(&c, &arn, "AWSCURRENT").await.unwrap()).unwrap();
+    let new_pw = new["password"].as_str().unwrap().to_string();
+    for (api, p) in procs {
+        assert!(p.wait_for_log("\"step\":", Duration::from_secs(5)).await);
+        let logs = p.logs();
+        assert!(
+            !logs.contains("lambda-step-old-pw") && !logs.contains(&new_pw),
+            "secret value in the logs"
+        );
+        for field in ["\"secret_arn\"", "\"token\"", "\"outcome\"", "\"ms\""] {
+            assert!(logs.contains(field), "log line lacks {field}");
+        }
+        p.stop().await;
+        drop(api);
+    }
+}
+
+#[tokio::test]
+async fn a_step_function_refuses_other_steps() {
+    let (api, p) = start("test-secret").await;
+    let (t, m) = err(api
+        .invoke(sample_event("finish-secret.json", None, None))
+        .await);
+    assert_eq!(t, "StepNotServed");
+    assert!(m.contains("testSecret only"), "{m}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn rotate_function_reports_bad_input_and_keeps_serving() {
+    let c = client().await;
+    let old = "rotate-fn-old-value";
+    let arn = create_secret(&c, &unique("rotatefn"), old, &[]).await;
+    let (api, p) = start("rotate").await;
+    let token = rotor::Token::generate().unwrap();
+    let t = token.as_str();
+    let cases = vec![
+        (
+            sample_event("bad-unknown-step.json", Some(&arn), Some(t)),
+            "UnknownStep",
+            "deleteSecret",
+        ),
+        (
+            sample_event("bad-token.json", Some(&arn), None),
+            "InvalidToken",
+            "ClientRequestToken",
+        ),
+        (
+            json!({"Step": "createSecret", "SecretId": arn, "ClientRequestToken": "a".repeat(65)}),
+            "InvalidToken",
+            "64",
+        ),
+        (
+            json!({"Step": "createSecret", "ClientRequestToken": t}),
+            "InvalidEvent",
+            "missing field SecretId",
+        ),
+        (
+            json!({"Step": "createSecret", "SecretId": "", "ClientRequestToken": t}),
+            "InvalidEvent",
+            "SecretId is empty",
+        ),
+        (
+            json!({"SecretId": arn, "ClientRequestToken": t}),
+            "InvalidEvent",
+            "missing field Step",
+        ),
+        (json!("createSecret"), "InvalidEvent", "JSON object"),
+        (json!(null), "InvalidEvent", "JSON object"),
+        (
+            json!({"Step": ["createSecret"], "SecretId": arn, "ClientRequestToken": t}),
+            "InvalidEvent",
+            "Step must be a string",
+        ),
+        (
+            sample_event("create-secret.json", Some(&unique("nope")), Some(t)),
+            "SecretNotFound",
+            "not found",
+        ),
+        (
+            sample_event("set-secret.json", Some(&arn), Some(t)),
+            "TokenNotAVersion",
+            "not a version",
+        ),
+    ];
+    for (event, want_type, want_msg) in cases {
+        let (ty, msg) = err(api.invoke(event.clone()).await);
+        assert_eq!(ty, want_type, "{event}: {msg}");
+        assert!(
+            msg.contains(want_msg),
+            "{want_type}: {msg:?} should mention {want_msg:?}"
+        );
+    }
+    // The same process then rotates the secret through all four steps.
+    for file in [
+        "create-secret.json",
+        "set-secret.json",
+        "test-secret.json",
+        "finish-secret.json",
+    ] {
+        ok(api.invoke(sample_event(file, Some(&arn), Some(t))).await);
+    }
+    assert_eq!(
+        version_with(&c, &arn, "AWSCURRENT").await.as_deref(),
+        Some(t)
+    );
+    let new = value_at(&c, &arn, "AWSCURRENT").await.unwrap();
+    assert_ne!(new, old);
+    assert!(p.wait_for_log("finishSecret", Duration::from_secs(5)).await);
+    let logs = p.logs();
+    assert!(
+        !logs.contains(old) && !logs.contains(&new),
+        "secret value in the logs"
+    );
+    assert!(!logs.contains("panicked"), "the function panicked");
+    p.stop().await;
+}
