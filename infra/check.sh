@@ -40,8 +40,8 @@ left = sorted({t for t in types if t.startswith("AWS::Serverless::")})
 if left:
     errors.append(f"untranslated resources: {left}")
 n = types.count("AWS::Lambda::Function")
-if n != 5:
-    errors.append(f"expected 5 Lambda functions, got {n}")
+if n != 7:
+    errors.append(f"expected 7 Lambda functions, got {n}")
 exclude = template["Globals"]["Function"]["Environment"]["Variables"]["ROTOR_EXCLUDE_CHARACTERS"]
 if exclude != ":/@\"'\\":
     errors.append(f"ROTOR_EXCLUDE_CHARACTERS parsed as {exclude!r}")

@@ -10,9 +10,13 @@ use clap::{Parser, Subcommand};
 
 use crate::adapters::{load_sdk_config, ApiCallCounter, SecretsManager};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Result, RotorError};
 use crate::event::{RotationEvent, SecretId, Step, Token};
+use crate::fleet::{now, Fleet, ItemResult};
+use crate::inventory::{Identity, Status};
 use crate::localstack::LocalStack;
+use crate::manifest::Manifest;
+use crate::metrics::{Metrics, Sink};
 use crate::ports::{SecretMeta, SecretStore};
 use crate::steps::{Rotator, StepReport};
 
@@ -28,11 +32,36 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Rotate one secret now: createSecret, setSecret, testSecret, finishSecret, in-process.
-    Rotate {
-        #[arg(long)]
-        secret_id: String,
+    /// Create the inventory and audit tables, the audit MAC key and the alert topic if missing.
+    Init,
+    /// Register (or update) the identities of a manifest file; idempotent.
+    Register { manifest: std::path::PathBuf },
+    /// List managed identities: id, kind, tier, owner, age, next due, status.
+    Inventory,
+    /// Plan and rotate every identity due now, in-process, with bounded concurrency.
+    Run {
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
     },
+    /// Rotate one managed identity now (a manual action), or a bare secret with --secret-id.
+    Rotate {
+        /// The identity's id.
+        id: Option<String>,
+        /// A secret outside the inventory: rotated, not recorded.
+        #[arg(long, conflicts_with = "id")]
+        secret_id: Option<String>,
+    },
+    /// Show an identity's audit log, or `audit verify [ID]` to check the hash chains and MACs.
+    Audit {
+        /// An identity id, or `verify`.
+        what: String,
+        /// With `verify`: one identity (default: all).
+        id: Option<String>,
+    },
+    /// Overdue, failing, unmanaged and never-rotated identities.
+    Report,
     /// Run one step for a token, as a rotation function would.
     Step {
         /// createSecret, setSecret, testSecret or finishSecret.
@@ -94,15 +123,75 @@ async fn session(endpoint: Option<&str>) -> Result<Session> {
 pub async fn run(cli: Cli) -> Result<()> {
     let endpoint = cli.endpoint_url.as_deref();
     match cli.command {
-        Command::Rotate { secret_id } => {
+        Command::Init => {
+            init(endpoint).await?;
+        }
+        Command::Register { manifest } => {
+            let f = fleet_session(endpoint).await?;
+            let m = Manifest::load(&manifest)?;
+            let r = f.register(&m, &actor(), now()).await?;
+            println!(
+                "registered {}: {} created, {} updated, {} unchanged",
+                manifest.display(),
+                r.created.len(),
+                r.updated.len(),
+                r.unchanged.len()
+            );
+            for (label, ids) in [("created", &r.created), ("updated", &r.updated)] {
+                for id in ids {
+                    println!("  {label}: {id}");
+                }
+            }
+        }
+        Command::Inventory => print_inventory(&fleet_session(endpoint).await?).await?,
+        Command::Run { batch, concurrency } => {
+            let f = fleet_session(endpoint).await?;
+            run_due(&f, batch, concurrency).await?;
+        }
+        Command::Rotate { id: Some(id), .. } => {
+            let f = fleet_session(endpoint).await?;
+            let r = f.rotate_now(&id, &actor()).await?;
+            print_result(&r);
+            if !r.succeeded {
+                return Err(RotorError::TestFailed {
+                    secret: id,
+                    reason: format!(
+                        "rotation failed ({}) and was rolled back",
+                        r.error_type.unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        Command::Rotate {
+            id: None,
+            secret_id: None,
+        } => {
+            return Err(RotorError::InvalidEvent(
+                "rotate needs an identity id or --secret-id".into(),
+            ))
+        }
+        Command::Audit { what, id } => {
+            let f = fleet_session(endpoint).await?;
+            if what == "verify" {
+                verify(&f, id.as_deref()).await?;
+            } else {
+                print_audit(&f, &what).await?;
+            }
+        }
+        Command::Report => print_report(&fleet_session(endpoint).await?).await?,
+        Command::Rotate {
+            id: None,
+            secret_id: Some(secret_id),
+        } => {
             let s = session(endpoint).await?;
             let id = SecretId::parse(&secret_id)?;
             let before = s.secrets.describe(&id).await?;
+            s.calls.reset();
             let started = Instant::now();
             let reports = s.rotator.rotate(&id).await?;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             let after = s.secrets.describe(&id).await?;
-            print_rotation(&before, &after, &reports, ms, None);
+            print_rotation(&before, &after, &reports, ms, Some(s.calls.total()));
         }
         Command::Step {
             step,
@@ -222,23 +311,58 @@ async fn demo(endpoint: Option<&str>) -> Result<()> {
             "already running"
         }
     );
-    let s = session(Some(stack.endpoint())).await?;
+    let url = Some(stack.endpoint());
+    let topic = init(url).await?;
+    println!();
+    let s = session(url).await?;
     for (name, value, tags) in DEMO_SECRETS {
         seed(&s, name, value, tags).await?;
     }
-    for (name, _, _) in DEMO_SECRETS {
-        let id = SecretId::parse(name)?;
-        let before = s.secrets.describe(&id).await?;
-        s.calls.reset();
-        let started = Instant::now();
-        let reports = s.rotator.rotate(&id).await?;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let calls = s.calls.total();
-        let after = s.secrets.describe(&id).await?;
-        print_rotation(&before, &after, &reports, ms, Some(calls));
-        println!();
+    let manifest_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/manifest.json");
+    let manifest = Manifest::load(&manifest_path)?;
+    let mut config = Config::from_env()?.with_local_defaults();
+    config.alert_topic_arn = Some(topic);
+    let f = fleet_with(url, &config).await?;
+    let r = f.register(&manifest, &actor(), now()).await?;
+    println!(
+        "$ rotor register demo/manifest.json\n{} created, {} updated, {} unchanged\n",
+        r.created.len(),
+        r.updated.len(),
+        r.unchanged.len()
+    );
+    println!("$ rotor inventory");
+    print_inventory(&f).await?;
+    let before: Vec<(String, SecretMeta)> = {
+        let mut v = Vec::new();
+        for i in f.inventory.list().await? {
+            v.push((
+                i.id.clone(),
+                s.secrets.describe(&SecretId::parse(&i.secret)?).await?,
+            ));
+        }
+        v
+    };
+    println!("\n$ rotor run");
+    run_due(&f, 50, 4).await?;
+    println!("\nVersions before → after (ids and labels only; values are never printed):");
+    for (id, meta) in before {
+        let after = s.secrets.describe(&SecretId::parse(&meta.arn)?).await?;
+        println!("{id}  ({})", after.name);
+        println!("  before:");
+        print_versions("    ", &meta);
+        println!("  after:");
+        print_versions("    ", &after);
     }
-    println!("Inspect with the AWS CLI, e.g.:");
+    println!("\n$ rotor inventory");
+    print_inventory(&f).await?;
+    println!("\n$ rotor run   (again: nothing is due now)");
+    run_due(&f, 50, 4).await?;
+    let first = &manifest.identities[0].id;
+    println!("\n$ rotor audit {first}");
+    print_audit(&f, first).await?;
+    println!("\n$ rotor audit verify");
+    verify(&f, None).await?;
+    println!("\nInspect with the AWS CLI, e.g.:");
     println!(
         "  aws --endpoint-url {} secretsmanager describe-secret --secret-id {}",
         stack.endpoint(),
@@ -246,6 +370,268 @@ async fn demo(endpoint: Option<&str>) -> Result<()> {
     );
     if stack.started_here() {
         println!("(the demo's moto server stops now; set AWS_ENDPOINT_URL to a running one to keep state)");
+    }
+    Ok(())
+}
+
+/// `cli:<user>`: the actor the audit log records for CLI actions.
+fn actor() -> String {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    format!("cli:{}", user.unwrap_or_else(|| "local".into()))
+}
+
+async fn fleet_session(endpoint: Option<&str>) -> Result<Fleet> {
+    fleet_with(endpoint, &Config::from_env()?.with_local_defaults()).await
+}
+
+async fn fleet_with(endpoint: Option<&str>, config: &Config) -> Result<Fleet> {
+    let sdk = load_sdk_config(endpoint).await;
+    let sink = match std::env::var("ROTOR_METRICS").as_deref() {
+        Ok("stderr") => Sink::Stderr,
+        _ => Sink::Off,
+    };
+    crate::adapters::wire_fleet(config, &sdk, None, Metrics::new(sink, "cli"))
+}
+
+/// The audit MAC key named by `key` (an id, ARN or `alias/…`); an alias that does not exist yet
+/// gets a new HMAC key.
+async fn ensure_mac_key(sdk: &aws_config::SdkConfig, key: &str) -> Result<String> {
+    let kms = aws_sdk_kms::Client::new(sdk);
+    match kms.describe_key().key_id(key).send().await {
+        Ok(_) => return Ok(key.to_string()),
+        Err(e)
+            if !(key.starts_with("alias/")
+                && e.as_service_error()
+                    .is_some_and(|se| se.is_not_found_exception())) =>
+        {
+            return Err(crate::adapters::secretsmanager::aws_error("DescribeKey", e));
+        }
+        Err(_) => {}
+    }
+    let id = crate::adapters::kms::create_mac_key(sdk).await?;
+    kms.create_alias()
+        .alias_name(key)
+        .target_key_id(&id)
+        .send()
+        .await
+        .map_err(|e| crate::adapters::secretsmanager::aws_error("CreateAlias", e))?;
+    Ok(key.to_string())
+}
+
+/// Creates what the fleet needs on the current endpoint if missing; returns the topic ARN.
+async fn init(endpoint: Option<&str>) -> Result<String> {
+    let config = Config::from_env()?.with_local_defaults();
+    let sdk = load_sdk_config(endpoint).await;
+    let inv_table = config.inventory_table.clone().unwrap_or_default();
+    let audit_table = config.audit_table.clone().unwrap_or_default();
+    let key = config.audit_mac_key_id.clone().unwrap_or_default();
+    crate::adapters::DynamoInventory::new(&sdk, &inv_table, None)
+        .create_table()
+        .await?;
+    let key_id = ensure_mac_key(&sdk, &key).await?;
+    let custody = std::sync::Arc::new(crate::adapters::KmsCustody::new(&sdk, key_id.clone(), None));
+    crate::adapters::DynamoAudit::new(&sdk, &audit_table, custody, None)
+        .create_table()
+        .await?;
+    let topic = crate::adapters::AwsNotifier::new(&sdk, None, None, None)
+        .create_topic("rotor-alerts")
+        .await?;
+    println!("$ rotor init   (tables, audit MAC key and alert topic; created where missing)");
+    println!("export ROTOR_INVENTORY_TABLE={inv_table}");
+    println!("export ROTOR_AUDIT_TABLE={audit_table}");
+    println!("export ROTOR_AUDIT_MAC_KEY_ID={key}");
+    println!("export ROTOR_ALERT_TOPIC_ARN={topic}");
+    Ok(topic)
+}
+
+async fn run_due(f: &Fleet, batch: usize, concurrency: usize) -> Result<()> {
+    let (plan, results) = f.run(&actor(), batch, concurrency, now()).await?;
+    println!(
+        "planned: {} due, {} leased ({} DynamoDB requests, {} items read)",
+        plan.due,
+        plan.items.len(),
+        plan.requests,
+        plan.items_read
+    );
+    for r in &results {
+        print_result(r);
+    }
+    let failed = results.iter().filter(|r| !r.succeeded).count();
+    println!(
+        "rotated {} of {}, {failed} failed and rolled back",
+        results.len() - failed,
+        results.len()
+    );
+    Ok(())
+}
+
+fn print_result(r: &ItemResult) {
+    println!(
+        "  {:<28} {}  {}  ({:.1} ms; next due {}; {})",
+        r.identity_id,
+        if r.succeeded { "ok    " } else { "FAILED" },
+        r.steps.join(" → "),
+        r.ms,
+        relative(r.next_due_at - now()),
+        r.status
+    );
+}
+
+/// "in 29d 23h", "3h ago".
+fn relative(secs: i64) -> String {
+    let a = secs.unsigned_abs();
+    let text = if a >= 86_400 {
+        format!("{}d {}h", a / 86_400, (a % 86_400) / 3600)
+    } else if a >= 3600 {
+        format!("{}h {}m", a / 3600, (a % 3600) / 60)
+    } else if a >= 60 {
+        format!("{}m", a / 60)
+    } else {
+        format!("{a}s")
+    };
+    if secs >= 0 {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
+}
+
+async fn print_inventory(f: &Fleet) -> Result<()> {
+    let t = now();
+    println!(
+        "{:<28} {:<8} {:<9} {:<10} {:<12} {:<14} status",
+        "id", "kind", "tier", "owner", "age", "next due"
+    );
+    for i in f.inventory.list().await? {
+        let age = i
+            .last_rotated_at
+            .map(|r| {
+                relative(r - t)
+                    .trim_start_matches("in ")
+                    .trim_end_matches(" ago")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "never".into());
+        let due = if i.status == Status::Active {
+            relative(i.next_due_at - t)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<28} {:<8} {:<9} {:<10} {:<12} {:<14} {}",
+            i.id,
+            i.kind,
+            i.tier.as_str(),
+            i.owner,
+            age,
+            due,
+            i.status.as_str()
+        );
+    }
+    Ok(())
+}
+
+async fn print_audit(f: &Fleet, id: &str) -> Result<()> {
+    let records = f.audit.records(id).await?;
+    if records.is_empty() {
+        return Err(RotorError::InvalidPolicy(format!(
+            "no audit records for identity {id}"
+        )));
+    }
+    for r in records {
+        let at =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.entry.at_ms.max(0) as u64);
+        println!(
+            "{:>4}  {}  {:<13} {:<18} {}{}{}",
+            r.seq,
+            humantime::format_rfc3339_seconds(at),
+            r.entry.action,
+            r.entry.outcome,
+            r.entry.actor,
+            r.entry
+                .token
+                .map(|t| format!("  token {t}"))
+                .unwrap_or_default(),
+            r.entry
+                .error_type
+                .map(|e| format!("  error {e}"))
+                .unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+async fn verify(f: &Fleet, id: Option<&str>) -> Result<()> {
+    let ids = match id {
+        Some(id) => vec![id.to_string()],
+        None => f.audit.identities().await?,
+    };
+    let mut bad = Vec::new();
+    for id in ids {
+        let v = f.audit.verify(&id).await?;
+        match &v.tamper {
+            None => println!(
+                "ok        {id} ({} records, chain and head MAC verified)",
+                v.records
+            ),
+            Some(t) => {
+                println!(
+                    "TAMPERED  {id}: {}",
+                    serde_json::to_string(t).unwrap_or_default()
+                );
+                bad.push((id, t.clone()));
+            }
+        }
+    }
+    match bad.into_iter().next() {
+        None => Ok(()),
+        Some((identity, t)) => Err(RotorError::AuditTampered {
+            identity,
+            problem: serde_json::to_string(&t).unwrap_or_default(),
+        }),
+    }
+}
+
+async fn print_report(f: &Fleet) -> Result<()> {
+    let t = now();
+    let all = f.inventory.list().await?;
+    type Pred<'a> = Box<dyn Fn(&Identity) -> bool + 'a>;
+    let sections: [(&str, Pred<'_>); 4] = [
+        (
+            "overdue (due more than an hour ago)",
+            Box::new(move |i: &Identity| i.status == Status::Active && i.next_due_at < t - 3600),
+        ),
+        (
+            "failing",
+            Box::new(|i: &Identity| i.status == Status::Failing),
+        ),
+        (
+            "unmanaged",
+            Box::new(|i: &Identity| i.status == Status::Unmanaged),
+        ),
+        (
+            "never rotated",
+            Box::new(|i: &Identity| i.last_rotated_at.is_none() && i.status != Status::Retired),
+        ),
+    ];
+    for (title, pred) in sections {
+        let hits: Vec<&Identity> = all.iter().filter(|i| pred(i)).collect();
+        println!("{title}: {}", hits.len());
+        for i in hits {
+            println!(
+                "  {:<28} owner {:<10} tier {:<9} next due {}{}",
+                i.id,
+                i.owner,
+                i.tier.as_str(),
+                relative(i.next_due_at - t),
+                i.last_error
+                    .as_ref()
+                    .map(|e| format!("  last error {e}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     Ok(())
 }

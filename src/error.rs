@@ -80,6 +80,11 @@ pub enum RotorError {
         #[source]
         source: std::io::Error,
     },
+    /// An identity's audit log failed a check Rotor makes before extending it (its head's MAC
+    /// does not verify, or a record already sits beyond the head): Rotor refuses to chain new
+    /// records onto history it cannot vouch for. Run `verify` to name the problem.
+    #[error("audit log of {identity} is tampered: {problem}")]
+    AuditTampered { identity: String, problem: String },
 }
 
 impl RotorError {
@@ -106,6 +111,7 @@ impl RotorError {
             RotorError::Aws { .. } => "AwsError",
             RotorError::Config(_) => "ConfigError",
             RotorError::Io { .. } => "IoError",
+            RotorError::AuditTampered { .. } => "AuditTampered",
         }
     }
 

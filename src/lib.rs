@@ -4,13 +4,18 @@
 //! handler (`handler`), configuration, logging, the local stack and the CLI.
 
 pub mod adapters;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod fleet;
 pub mod handler;
+pub mod inventory;
 pub mod kinds;
 pub mod localstack;
+pub mod manifest;
+pub mod metrics;
 pub mod policy;
 pub mod ports;
 pub mod steps;

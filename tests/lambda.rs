@@ -199,3 +199,146 @@ async fn rotate_function_reports_bad_input_and_keeps_serving() {
     assert!(!logs.contains("panicked"), "the function panicked");
     p.stop().await;
 }
+
+async fn start_with(binary: &str, env: &[(&'static str, String)]) -> (RuntimeApi, FunctionProcess) {
+    let api = RuntimeApi::start().await;
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let p = FunctionProcess::spawn(&support::binary(binary), binary, &api, &env);
+    assert!(
+        api.wait_ready(Duration::from_secs(20)).await.is_some(),
+        "{binary} never polled for an event: {}",
+        p.logs()
+    );
+    (api, p)
+}
+
+/// The state machine's flow through the real binaries: plan-rotations leases, the four step
+/// functions rotate (each audited), a second rotation's test fails and rollback-secret undoes it.
+#[tokio::test]
+async fn plan_steps_and_rollback_functions_work_the_fleet() {
+    let env = FleetEnv::new().await;
+    let fenv = env.function_env();
+    let f = env.fleet().await;
+    let (text, ids) = seeded_manifest("sfn", 2, "").await;
+    f.register(
+        &rotor::manifest::Manifest::parse(&text).unwrap(),
+        "test",
+        rotor::fleet::now(),
+    )
+    .await
+    .unwrap();
+    let (plan_api, plan_p) = start_with("plan-rotations", &fenv).await;
+    let plan = ok(plan_api.invoke(json!({"BatchSize": 10})).await);
+    let items = plan["Items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "{plan}");
+    let (bad_type, _) = err(plan_api.invoke(json!({"BatchSize": "ten"})).await);
+    assert_eq!(bad_type, "InvalidEvent");
+
+    let mut fns = Vec::new();
+    for b in [
+        "create-secret",
+        "set-secret",
+        "test-secret",
+        "finish-secret",
+        "rollback-secret",
+    ] {
+        fns.push(start_with(b, &fenv).await);
+    }
+    // First work item: the happy path, the state passed as the state machine passes it.
+    let first = items[0].clone();
+    for (api, _) in &fns[..4] {
+        let out = ok(api.invoke(first.clone()).await);
+        assert!(out["outcome"].is_string());
+    }
+    let id0 = first["IdentityId"].as_str().unwrap();
+    let i0 = f.inventory.get(id0).await.unwrap().unwrap();
+    assert!(i0.last_rotated_at.is_some() && i0.lease.is_none());
+    let actions: Vec<String> = f
+        .audit
+        .records(id0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "register",
+            "lease",
+            "createSecret",
+            "setSecret",
+            "testSecret",
+            "finishSecret"
+        ]
+    );
+
+    // Second: testSecret fails (a tampered pending value); the Catch calls rollback-secret.
+    let second = items[1].clone();
+    let arn = second["SecretId"].as_str().unwrap();
+    let token = second["ClientRequestToken"].as_str().unwrap();
+    ok(fns[0].0.invoke(second.clone()).await);
+    let c = client().await;
+    c.put_secret_value()
+        .secret_id(arn)
+        .client_request_token(token)
+        .secret_string(r#"{"username":"u1","password":"sfn-tampered-value"}"#)
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .ok();
+    let (error_type, error_message) = err(fns[2].0.invoke(second.clone()).await);
+    assert_eq!(error_type, "TestFailed");
+    let mut state = second.clone();
+    state["Error"] = json!({"Error": error_type, "Cause": json!({"errorType": error_type, "errorMessage": error_message}).to_string()});
+    let rolled = ok(fns[4].0.invoke(state).await);
+    assert_eq!(rolled["succeeded"], false);
+    assert_eq!(rolled["errorType"], "TestFailed");
+    assert_eq!(version_with(&c, arn, "AWSPENDING").await, None);
+    let initial = &ids.iter().find(|(_, a, _)| a == arn).unwrap().2;
+    assert_eq!(
+        value_at(&c, arn, "AWSCURRENT").await.as_deref(),
+        Some(initial.as_str())
+    );
+    let alerts = env.alerts();
+    assert!(
+        alerts.iter().any(|a| a["errorType"] == "TestFailed"),
+        "{alerts:?}"
+    );
+    // rollback-secret refuses a state without a work item.
+    let (t, m) = err(fns[4].0.invoke(json!({"Error": {"Error": "X"}})).await);
+    assert_eq!(
+        (t.as_str(), m.contains("IdentityId")),
+        ("InvalidEvent", true)
+    );
+
+    // Metrics: EMF lines in the functions' stdout; no value in any log.
+    assert!(
+        plan_p
+            .wait_for_log("OverdueIdentities", Duration::from_secs(5))
+            .await
+    );
+    assert!(
+        fns[4]
+            .1
+            .wait_for_log("RotationsRolledBack", Duration::from_secs(5))
+            .await
+    );
+    assert!(
+        fns[0]
+            .1
+            .wait_for_log("\"StepDuration\"", Duration::from_secs(5))
+            .await
+    );
+    let new0 = value_at(&c, first["SecretId"].as_str().unwrap(), "AWSCURRENT")
+        .await
+        .unwrap();
+    for (_, p) in fns.iter().chain(std::iter::once(&(plan_api, plan_p))) {
+        let logs = p.logs();
+        assert!(
+            !logs.contains("sfn-tampered-value")
+                && !logs.contains(&new0)
+                && !logs.contains(initial.as_str())
+        );
+    }
+}

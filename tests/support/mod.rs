@@ -244,3 +244,186 @@ pub fn function_env() -> Vec<(&'static str, String)> {
         ("RUST_LOG", "trace".into()),
     ]
 }
+
+/// Fleet resources with names no other test uses: inventory and audit tables, an HMAC key, an
+/// alert topic, and an SQS queue subscribed to the topic (to read alerts back).
+pub struct FleetEnv {
+    pub config: rotor::Config,
+    pub topic_arn: String,
+    pub queue_url: String,
+}
+
+impl FleetEnv {
+    pub async fn new() -> FleetEnv {
+        let sdk = sdk().await;
+        let inv = unique("inv");
+        let aud = unique("aud");
+        rotor::adapters::DynamoInventory::new(&sdk, &inv, None)
+            .create_table()
+            .await
+            .unwrap();
+        let key = rotor::adapters::kms::create_mac_key(&sdk).await.unwrap();
+        let custody =
+            std::sync::Arc::new(rotor::adapters::KmsCustody::new(&sdk, key.clone(), None));
+        rotor::adapters::DynamoAudit::new(&sdk, &aud, custody, None)
+            .create_table()
+            .await
+            .unwrap();
+        let topic_arn = rotor::adapters::AwsNotifier::new(&sdk, None, None, None)
+            .create_topic(&unique("alerts"))
+            .await
+            .unwrap();
+        let sqs = |args: &[&str]| aws_cli(args);
+        let queue_url = sqs(&[
+            "sqs",
+            "create-queue",
+            "--queue-name",
+            &unique("q"),
+            "--query",
+            "QueueUrl",
+        ]);
+        let queue_arn = sqs(&[
+            "sqs",
+            "get-queue-attributes",
+            "--queue-url",
+            &queue_url,
+            "--attribute-names",
+            "QueueArn",
+            "--query",
+            "Attributes.QueueArn",
+        ]);
+        sqs(&[
+            "sns",
+            "subscribe",
+            "--topic-arn",
+            &topic_arn,
+            "--protocol",
+            "sqs",
+            "--notification-endpoint",
+            &queue_arn,
+        ]);
+        let config = rotor::Config::from_lookup(|k| match k {
+            "ROTOR_INVENTORY_TABLE" => Some(inv.clone()),
+            "ROTOR_AUDIT_TABLE" => Some(aud.clone()),
+            "ROTOR_AUDIT_MAC_KEY_ID" => Some(key.clone()),
+            "ROTOR_ALERT_TOPIC_ARN" => Some(topic_arn.clone()),
+            "ROTOR_EVENT_BUS" => Some("none".into()),
+            _ => None,
+        })
+        .unwrap();
+        FleetEnv {
+            config,
+            topic_arn,
+            queue_url,
+        }
+    }
+
+    /// A fleet wired to these resources on the local stack.
+    pub async fn fleet(&self) -> rotor::fleet::Fleet {
+        rotor::adapters::wire_fleet(
+            &self.config,
+            &sdk().await,
+            None,
+            rotor::metrics::Metrics::new(rotor::metrics::Sink::Off, "test"),
+        )
+        .unwrap()
+    }
+
+    /// Environment variables for a function binary using these resources.
+    pub fn function_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = function_env();
+        env.push((
+            "ROTOR_INVENTORY_TABLE",
+            self.config.inventory_table.clone().unwrap(),
+        ));
+        env.push((
+            "ROTOR_AUDIT_TABLE",
+            self.config.audit_table.clone().unwrap(),
+        ));
+        env.push((
+            "ROTOR_AUDIT_MAC_KEY_ID",
+            self.config.audit_mac_key_id.clone().unwrap(),
+        ));
+        env.push(("ROTOR_ALERT_TOPIC_ARN", self.topic_arn.clone()));
+        env.push(("ROTOR_EVENT_BUS", "none".into()));
+        env
+    }
+
+    /// Alert bodies delivered to the subscribed queue (SNS envelopes unwrapped).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        let out = aws_cli(&[
+            "sqs",
+            "receive-message",
+            "--queue-url",
+            &self.queue_url,
+            "--max-number-of-messages",
+            "10",
+            "--wait-time-seconds",
+            "1",
+            "--output",
+            "json",
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_str(if out.is_empty() { "{}" } else { &out }).unwrap();
+        v["Messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| {
+                let envelope: serde_json::Value = serde_json::from_str(m["Body"].as_str()?).ok()?;
+                serde_json::from_str(envelope["Message"].as_str()?).ok()
+            })
+            .collect()
+    }
+}
+
+/// Runs the real AWS CLI against the local stack; returns trimmed stdout (text output unless
+/// the args say otherwise).
+pub fn aws_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("aws")
+        .args([
+            "--endpoint-url",
+            &endpoint(),
+            "--region",
+            "us-east-1",
+            "--output",
+            "text",
+        ])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("run the AWS CLI");
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A manifest (JSON text) for `n` identities over freshly created secrets; returns the manifest
+/// and each identity's (id, secret ARN, initial value).
+pub async fn seeded_manifest(
+    prefix: &str,
+    n: usize,
+    extra: &str,
+) -> (String, Vec<(String, String, String)>) {
+    let c = client().await;
+    let mut entries = Vec::new();
+    let mut ids = Vec::new();
+    for k in 0..n {
+        let id = format!("{}/{k}", unique(prefix));
+        let value = format!(
+            "{{\"username\":\"u{k}\",\"password\":\"initial-{}\"}}",
+            unique("pw")
+        );
+        let arn = create_secret(&c, &id, &value, &[]).await;
+        entries.push(format!(
+            r#"{{"id":"{id}","secret":"{arn}","owner":"team-{k}","tier":"high"{extra}}}"#
+        ));
+        ids.push((id, arn, value));
+    }
+    (format!(r#"{{"identities":[{}]}}"#, entries.join(",")), ids)
+}
