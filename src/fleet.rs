@@ -650,3 +650,109 @@ fn changed_fields(a: &Identity, b: &Identity) -> String {
     let names: Vec<&str> = c.into_iter().filter(|(_, v)| *v).map(|(k, _)| k).collect();
     format!("changed: {}", names.join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Sink;
+    use crate::policy::GeneratorPolicy;
+    use crate::ports::memory::{MemoryAudit, MemoryCustody, MemorySecrets};
+    use crate::ports::memory_inventory::{MemoryInventory, MemoryNotifier};
+
+    struct Parts {
+        fleet: Fleet,
+        secrets: Arc<MemorySecrets>,
+        notes: Arc<MemoryNotifier>,
+    }
+
+    fn fleet(names: &[&str]) -> Parts {
+        let secrets = Arc::new(MemorySecrets::default());
+        for n in names {
+            secrets.create(n, &format!("{{\"password\":\"initial-{n}\"}}"), &[]);
+        }
+        let notes = Arc::new(MemoryNotifier::default());
+        let fleet = Fleet {
+            secrets: secrets.clone(),
+            inventory: Arc::new(MemoryInventory::default()),
+            audit: Arc::new(MemoryAudit::new(Arc::new(MemoryCustody::default()))),
+            notifier: notes.clone(),
+            rotator: Rotator::new(secrets.clone(), GeneratorPolicy::default()),
+            metrics: Metrics::new(Sink::Off, "test"),
+            settings: FleetSettings::default(),
+        };
+        Parts {
+            fleet,
+            secrets,
+            notes,
+        }
+    }
+
+    fn manifest(names: &[&str]) -> Manifest {
+        let entries: Vec<String> = names
+            .iter()
+            .map(|n| format!(r#"{{"id":"{n}","secret":"{n}","owner":"o"}}"#))
+            .collect();
+        Manifest::parse(&format!(r#"{{"identities":[{}]}}"#, entries.join(","))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn run_rotates_each_due_identity_once_then_nothing_is_due() {
+        let p = fleet(&["a", "b", "c"]);
+        let t = now();
+        p.fleet
+            .register(&manifest(&["a", "b", "c"]), "t", t)
+            .await
+            .unwrap();
+        let (plan, results) = p.fleet.run("h", 10, 2, t).await.unwrap();
+        assert_eq!(plan.items.len(), 3);
+        assert!(results.iter().all(|r| r.succeeded));
+        assert!(p.fleet.plan("h", 10, t).await.unwrap().items.is_empty());
+        for n in ["a", "b", "c"] {
+            let meta = p.secrets.meta(n).unwrap();
+            assert_eq!(meta.versions.len(), 2);
+            assert!(p.fleet.audit.verify(n).await.unwrap().tamper.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_then_mark_failing_and_alert() {
+        let p = fleet(&["x"]);
+        let mut t = now();
+        p.fleet.register(&manifest(&["x"]), "t", t).await.unwrap();
+        for n in 1..=3u32 {
+            let plan = p.fleet.plan("h", 10, t).await.unwrap();
+            let item = &plan.items[0];
+            let r = p.fleet.fail(item, "TestFailed", "boom", "h").await.unwrap();
+            assert_eq!(r.status, if n < 3 { "active" } else { "failing" });
+            let i = p.fleet.inventory.get("x").await.unwrap().unwrap();
+            assert_eq!(i.failure_count, n);
+            t = i.next_due_at + 1;
+        }
+        assert_eq!(p.notes.sent.lock().unwrap().len(), 3);
+        assert!(p
+            .fleet
+            .plan("h", 10, t + 365 * 86_400)
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_with_its_token() {
+        let p = fleet(&["r"]);
+        let t = now();
+        p.fleet.register(&manifest(&["r"]), "t", t).await.unwrap();
+        let first = p.fleet.plan("a", 10, t).await.unwrap().items[0].clone();
+        assert!(p
+            .fleet
+            .plan("b", 10, t + 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+        let again = p.fleet.plan("b", 10, t + 901).await.unwrap().items[0].clone();
+        assert!(again.resumed);
+        assert_eq!(again.client_request_token, first.client_request_token);
+    }
+}

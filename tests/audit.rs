@@ -445,10 +445,22 @@ async fn missing_head_and_records_beyond_it_are_named() {
     let err = f.log.append(&id, entry(6)).await.unwrap_err();
     assert_eq!(err.error_type(), "AuditTampered", "{err}");
 
+    // A copy of record 5 written as record 6 is a record out of place.
+    let id1 = unique("id");
+    append_n(&f, &id1, 5).await;
+    put_raw(&f, with_seq(get_raw(&f, &id1, 5).await, 6)).await;
+    assert_eq!(problem(&f, &id1).await, Some(Tamper::Reordered { seq: 6 }));
+
+    // A well-formed record 6 chained onto 5, but the head (which needs the key) not moved.
     let id2 = unique("id");
-    append_n(&f, &id2, 5).await;
-    let r5 = get_raw(&f, &id2, 5).await;
-    put_raw(&f, with_seq(r5, 6)).await;
+    let recs = append_n(&f, &id2, 5).await;
+    let mut r6 = with_seq(get_raw(&f, &id2, 5).await, 6);
+    r6.insert("prev_hash".into(), s(&recs[4].hash));
+    r6.insert(
+        "hash".into(),
+        s(&attacker_hash(&id2, 6, &recs[4].hash, &recs[4].entry)),
+    );
+    put_raw(&f, r6).await;
     assert_eq!(
         problem(&f, &id2).await,
         Some(Tamper::HeadMismatch {

@@ -228,7 +228,9 @@ async fn plan_steps_and_rollback_functions_work_the_fleet() {
     .await
     .unwrap();
     let (plan_api, plan_p) = start_with("plan-rotations", &fenv).await;
-    let plan = ok(plan_api.invoke(json!({"BatchSize": 10})).await);
+    let plan = ok(plan_api
+        .invoke(sample_event("plan-rotations.json", None, None))
+        .await);
     let items = plan["Items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 2, "{plan}");
     let (bad_type, _) = err(plan_api.invoke(json!({"BatchSize": "ten"})).await);
@@ -289,7 +291,9 @@ async fn plan_steps_and_rollback_functions_work_the_fleet() {
         .ok();
     let (error_type, error_message) = err(fns[2].0.invoke(second.clone()).await);
     assert_eq!(error_type, "TestFailed");
-    let mut state = second.clone();
+    // The state as the Catch hands it over: the work item plus the error (events/ sample shape).
+    let mut state = sample_event("rollback-secret.json", Some(arn), Some(token));
+    state["IdentityId"] = second["IdentityId"].clone();
     state["Error"] = json!({"Error": error_type, "Cause": json!({"errorType": error_type, "errorMessage": error_message}).to_string()});
     let rolled = ok(fns[4].0.invoke(state).await);
     assert_eq!(rolled["succeeded"], false);

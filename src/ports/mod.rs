@@ -5,6 +5,7 @@ pub mod audit;
 pub mod custody;
 pub mod inventory;
 pub mod memory;
+pub mod memory_inventory;
 pub mod notify;
 pub mod secrets;
 
