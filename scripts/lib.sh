@@ -61,3 +61,142 @@ stop_moto() {
   [ -n "${MOTO_LOG:-}" ] && rm -f "$MOTO_LOG"
   return 0
 }
+
+# --- PostgreSQL: a real, throwaway server with TLS, for credential targets -------------------
+
+# Installs PostgreSQL's server binaries (and openssl, for the test certificates) when missing.
+ensure_postgres() {
+  local pkgs=()
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || pkgs+=(postgresql)
+  command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    log "installing ${pkgs[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" </dev/null >&2
+    hash -r
+  fi
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/sh postgres
+  return 0
+}
+
+# Whether PG_DIR is a directory start_postgres made (never act on an unrelated, inherited PG_DIR).
+_pg_ours() {
+  case "${PG_DIR:-}" in /tmp/rotor-pg.??????) return 0 ;; *) return 1 ;; esac
+}
+
+# Runs a command as the postgres system user, from a directory it can read.
+_pg_as_postgres() {
+  (cd "$PG_DIR" && runuser -u postgres -- "$@")
+}
+
+# start_postgres: initdb + start a PostgreSQL server on a free 127.0.0.1 port with TLS (a test CA
+# signs a server certificate for localhost and 127.0.0.1) and SCRAM password auth, plain and TLS
+# both accepted. Exports ROTOR_TEST_PG_{HOST,PORT,ADMIN_USER,ADMIN_PASSWORD,CA}; sets PG_DIR and
+# PG_BIN for stop_postgres. All state lives in PG_DIR (a temp dir owned by postgres).
+start_postgres() {
+  if _pg_ours && [ -d "$PG_DIR" ]; then
+    log "PostgreSQL already started here (port ${ROTOR_TEST_PG_PORT:-?})"
+    return 0
+  fi
+  local initdb port pw=''
+  initdb=$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1) || true
+  [ -n "$initdb" ] || { log "PostgreSQL is not installed (ensure_postgres)"; return 1; }
+  PG_BIN=${initdb%/initdb}
+  port=$(free_port)
+  # /tmp, not $TMPDIR: the postgres user must reach it and the socket path must stay short.
+  PG_DIR=$(mktemp -d /tmp/rotor-pg.XXXXXX)
+  chown postgres: "$PG_DIR"
+  chmod 0755 "$PG_DIR" # the CA certificate in it is public; the key and data are not
+  # 24 alphanumerics from /dev/urandom (no SIGPIPE-prone `tr | head` under pipefail).
+  while [ ${#pw} -lt 24 ]; do
+    pw+=$(head -c 256 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')
+  done
+  pw=${pw:0:24}
+
+  # Test CA and server certificate (EC P-256), valid for localhost and 127.0.0.1.
+  local ossl_log="$PG_DIR/openssl.log"
+  if ! {
+    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+      -keyout "$PG_DIR/ca.key" -out "$PG_DIR/ca.crt" -days 2 -subj "/CN=Rotor test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+      openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+        -keyout "$PG_DIR/server.key" -out "$PG_DIR/server.csr" -subj "/CN=localhost" &&
+      printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+        "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$PG_DIR/server.ext" &&
+      openssl x509 -req -in "$PG_DIR/server.csr" -CA "$PG_DIR/ca.crt" -CAkey "$PG_DIR/ca.key" \
+        -set_serial "0x$(openssl rand -hex 16)" -days 2 -sha256 -extfile "$PG_DIR/server.ext" \
+        -out "$PG_DIR/server.crt"
+  } >"$ossl_log" 2>&1; then
+    log "could not make the test certificates:"; cat "$ossl_log" >&2
+    stop_postgres; return 1
+  fi
+  rm -f "$PG_DIR/ca.key" "$PG_DIR/server.csr" "$PG_DIR/server.ext" "$ossl_log"
+  chmod 0644 "$PG_DIR/ca.crt" "$PG_DIR/server.crt"
+  chown postgres: "$PG_DIR/server.key" "$PG_DIR/server.crt"
+  chmod 0600 "$PG_DIR/server.key"
+
+  (umask 077 && printf '%s\n' "$pw" >"$PG_DIR/pw")
+  chown postgres: "$PG_DIR/pw"
+  if ! _pg_as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --pwfile="$PG_DIR/pw" \
+    --auth=scram-sha-256 -E UTF8 --locale=C --no-sync --no-instructions >"$PG_DIR/initdb.log" 2>&1; then
+    log "initdb failed:"; cat "$PG_DIR/initdb.log" >&2
+    stop_postgres; return 1
+  fi
+  rm -f "$PG_DIR/pw" "$PG_DIR/initdb.log"
+  cat >"$PG_DIR/data/pg_hba.conf" <<HBA
+# Rotor's throwaway test server: passwords (SCRAM) only, over TLS or plain TCP on loopback.
+local   all all                scram-sha-256
+hostssl all all 127.0.0.1/32   scram-sha-256
+host    all all 127.0.0.1/32   scram-sha-256
+HBA
+  cat >>"$PG_DIR/data/postgresql.conf" <<CONF
+
+# --- Rotor test server ---
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$PG_DIR'
+max_connections = 200
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+ssl = on
+ssl_cert_file = '$PG_DIR/server.crt'
+ssl_key_file = '$PG_DIR/server.key'
+CONF
+  chown postgres: "$PG_DIR/data/pg_hba.conf" "$PG_DIR/data/postgresql.conf"
+  if ! _pg_as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 start >/dev/null; then
+    log "PostgreSQL did not start:"; tail -n 20 "$PG_DIR/server.log" >&2 || true
+    stop_postgres; return 1
+  fi
+  local ready=''
+  for _ in $(seq 1 100); do
+    if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -t 1; then ready=1; break; fi
+    sleep 0.1
+  done
+  if [ -z "$ready" ]; then
+    log "PostgreSQL does not accept connections:"; tail -n 20 "$PG_DIR/server.log" >&2 || true
+    stop_postgres; return 1
+  fi
+  export ROTOR_TEST_PG_HOST=127.0.0.1
+  export ROTOR_TEST_PG_PORT=$port
+  export ROTOR_TEST_PG_ADMIN_USER=postgres
+  export ROTOR_TEST_PG_ADMIN_PASSWORD=$pw
+  export ROTOR_TEST_PG_CA=$PG_DIR/ca.crt
+  log "PostgreSQL is up at 127.0.0.1:$port (TLS; CA $ROTOR_TEST_PG_CA)"
+  return 0
+}
+
+# stop_postgres: stops the server start_postgres started and removes its directory. Safe to call
+# twice, or when nothing was started.
+stop_postgres() {
+  if _pg_ours && [ -d "$PG_DIR" ]; then
+    if [ -f "$PG_DIR/data/postmaster.pid" ] && [ -n "${PG_BIN:-}" ]; then
+      _pg_as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+      log "stopped PostgreSQL (port ${ROTOR_TEST_PG_PORT:-?})"
+    fi
+    rm -rf "$PG_DIR"
+    unset ROTOR_TEST_PG_HOST ROTOR_TEST_PG_PORT ROTOR_TEST_PG_ADMIN_USER ROTOR_TEST_PG_ADMIN_PASSWORD ROTOR_TEST_PG_CA
+  fi
+  PG_DIR=
+  return 0
+}

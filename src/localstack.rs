@@ -72,10 +72,13 @@ read -r _ || true
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The log only matters while starting; unlink it now (the server keeps its open file),
+        // so none is left behind even when this value is never dropped (a static in tests).
+        let _ = std::fs::remove_file(&log);
         Ok(LocalStack {
             endpoint,
             process: Some(child),
-            log: Some(log),
+            log: None,
         })
     }
 

@@ -495,3 +495,28 @@ async fn kms_custody_macs_and_rejects_wrong_ones() {
     let missing = KmsCustody::new(&sdk, "00000000-0000-0000-0000-000000000000", None);
     assert!(missing.verify_mac(b"message", &mac).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn tmp_stress() {
+    let f = fixture().await;
+    for round in 0..150 {
+        let id = unique("id");
+        let tasks: Vec<_> = (1..=10u64)
+            .map(|i| {
+                let log = f.log.clone();
+                let id = id.clone();
+                tokio::spawn(async move { log.append(&id, entry(i)).await })
+            })
+            .collect();
+        for t in tasks {
+            if let Err(e) = t.await.unwrap() {
+                println!("round {round}: {e} ({})", e.error_type());
+            }
+        }
+        let v = f.log.verify(&id).await.unwrap();
+        if v.tamper.is_some() || v.records != 10 {
+            println!("round {round}: {v:?}");
+        }
+    }
+}

@@ -382,3 +382,111 @@ async fn audit_table_holds_no_secret_values_and_verifies() {
         assert_eq!(v.records, 6, "register, lease and the four steps: {v:?}");
     }
 }
+
+#[tokio::test]
+async fn a_secret_rotated_before_registration_is_registered_on_its_first_rotation() {
+    let env = FleetEnv::new().await;
+    let f = env.fleet().await;
+    let c = client().await;
+    let name = unique("unregistered");
+    let arn = create_secret(
+        &c,
+        &name,
+        "first-rotation-value",
+        &[("owner", "search"), ("rotor:tier", "low")],
+    )
+    .await;
+    let token = rotor::Token::generate().unwrap();
+    for step in rotor::Step::ALL {
+        let ev = rotor::RotationEvent {
+            step,
+            secret_id: rotor::SecretId::parse(&arn).unwrap(),
+            token: token.clone(),
+        };
+        f.step(&ev, None, "secretsmanager").await.unwrap();
+    }
+    let i = f
+        .inventory
+        .find_by_secret(&arn)
+        .await
+        .unwrap()
+        .expect("registered");
+    assert_eq!(i.id, name);
+    assert_eq!((i.owner.as_str(), i.tier.as_str()), ("search", "low"));
+    assert!(i.last_rotated_at.is_some());
+    let actions: Vec<String> = f
+        .audit
+        .records(&name)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "register",
+            "createSecret",
+            "setSecret",
+            "testSecret",
+            "finishSecret"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn rotor_audit_verify_names_an_edited_record() {
+    let env = FleetEnv::new().await;
+    let f = env.fleet().await;
+    let (text, ids) = seeded_manifest("cliverify", 1, "").await;
+    f.register(&Manifest::parse(&text).unwrap(), ACTOR, now())
+        .await
+        .unwrap();
+    f.run("planner", 10, 1, now()).await.unwrap();
+    let id = &ids[0].0;
+    let run = || {
+        std::process::Command::new(support::binary("rotor"))
+            .args(["audit", "verify", id, "--endpoint-url", &endpoint()])
+            .env(
+                "ROTOR_INVENTORY_TABLE",
+                env.config.inventory_table.clone().unwrap(),
+            )
+            .env("ROTOR_AUDIT_TABLE", env.config.audit_table.clone().unwrap())
+            .env(
+                "ROTOR_AUDIT_MAC_KEY_ID",
+                env.config.audit_mac_key_id.clone().unwrap(),
+            )
+            .output()
+            .unwrap()
+    };
+    let ok = run();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("6 records, chain and head MAC verified"));
+    // Someone with write access to the table rewrites record 3's outcome.
+    let table = env.config.audit_table.clone().unwrap();
+    let key = format!(r#"{{"identity_id":{{"S":"{id}"}},"seq":{{"N":"3"}}}}"#);
+    aws_cli(&[
+        "dynamodb",
+        "update-item",
+        "--table-name",
+        &table,
+        "--key",
+        &key,
+        "--update-expression",
+        "SET outcome = :o",
+        "--expression-attribute-values",
+        r#"{":o":{"S":"skipped"}}"#,
+    ]);
+    let bad = run();
+    assert_eq!(bad.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        stdout.contains("TAMPERED") && stdout.contains("\"seq\":3"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("error[AuditTampered]"));
+}

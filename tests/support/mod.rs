@@ -3,6 +3,7 @@
 //! the real binaries.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod runtime_api;
 
 use std::io::{Read, Write};
