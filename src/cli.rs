@@ -111,7 +111,7 @@ async fn session(endpoint: Option<&str>) -> Result<Session> {
     let sdk = load_sdk_config(endpoint).await;
     let calls = ApiCallCounter::default();
     let secrets = Arc::new(SecretsManager::new(&sdk, Some(calls.clone())));
-    let rotator = Rotator::new(secrets.clone(), config.policy);
+    let rotator = Rotator::from_config(secrets.clone(), &config);
     Ok(Session {
         secrets,
         rotator,

@@ -25,6 +25,8 @@ pub struct Config {
     pub fleet: FleetSettings,
     /// `ROTOR_BATCH_SIZE`: identities one plan leases at most (default 50).
     pub batch_size: usize,
+    /// Target settings: `ROTOR_DB_CA_BUNDLE`, `ROTOR_DB_TIMEOUT_SECONDS` (default 5).
+    pub kinds: crate::kinds::KindSettings,
 }
 
 impl Config {
@@ -68,6 +70,10 @@ impl Config {
                 lease_seconds: number("ROTOR_LEASE_SECONDS", 900)? as i64,
             },
             batch_size: number("ROTOR_BATCH_SIZE", 50)? as usize,
+            kinds: crate::kinds::KindSettings {
+                ca_bundle: get("ROTOR_DB_CA_BUNDLE").map(std::path::PathBuf::from),
+                db_timeout: std::time::Duration::from_secs(number("ROTOR_DB_TIMEOUT_SECONDS", 5)?),
+            },
         })
     }
 

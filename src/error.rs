@@ -85,6 +85,27 @@ pub enum RotorError {
     /// records onto history it cannot vouch for. Run `verify` to name the problem.
     #[error("audit log of {identity} is tampered: {problem}")]
     AuditTampered { identity: String, problem: String },
+    /// A database target failed: unreachable, timed out, refused the credential, TLS, or a
+    /// statement failed. The message names the host, role and step, never a password.
+    #[error("database {context}: {message}")]
+    Database {
+        kind: DbFailure,
+        context: String,
+        message: String,
+    },
+}
+
+/// What kind of database failure (each a stable `errorType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// Could not connect, or it timed out.
+    Unreachable,
+    /// The server refused the credential.
+    AuthFailed,
+    /// TLS was required and could not be established or verified.
+    Tls,
+    /// A statement failed (privilege, missing role, …).
+    Statement,
 }
 
 impl RotorError {
@@ -112,6 +133,12 @@ impl RotorError {
             RotorError::Config(_) => "ConfigError",
             RotorError::Io { .. } => "IoError",
             RotorError::AuditTampered { .. } => "AuditTampered",
+            RotorError::Database { kind, .. } => match kind {
+                DbFailure::Unreachable => "DatabaseUnreachable",
+                DbFailure::AuthFailed => "DatabaseAuthFailed",
+                DbFailure::Tls => "DatabaseTlsFailed",
+                DbFailure::Statement => "DatabaseError",
+            },
         }
     }
 

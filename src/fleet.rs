@@ -337,8 +337,21 @@ impl Fleet {
         identity: Option<&str>,
         actor: &str,
     ) -> Result<StepReport> {
+        // The inventory's kind applies to secrets without a `rotor:kind` tag.
+        let known = match identity {
+            Some(id) => self.inventory.get(id).await?,
+            None if event.secret_id.as_str().starts_with("arn:") => {
+                self.inventory
+                    .find_by_secret(event.secret_id.as_str())
+                    .await?
+            }
+            None => None,
+        };
         let started = Instant::now();
-        let result = self.rotator.run(event).await;
+        let result = self
+            .rotator
+            .run_as(event, known.as_ref().map(|i| i.kind.as_str()))
+            .await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.step(event.step.as_str(), ms, result.is_ok());
         let arn = match &result {
@@ -351,8 +364,9 @@ impl Fleet {
                 .ok()
                 .map(|m| m.arn),
         };
-        let ident = match (identity, &arn) {
-            (Some(id), _) => self.inventory.get(id).await?,
+        let ident = match (known, &arn) {
+            (Some(i), _) => Some(i),
+            (None, _) if identity.is_some() => None,
             (None, Some(arn)) => match self.inventory.find_by_secret(arn).await? {
                 Some(i) => Some(i),
                 None => Some(self.auto_register(arn, actor, now()).await?),
@@ -467,7 +481,10 @@ impl Fleet {
     ) -> Result<ItemResult> {
         let secret_id = SecretId::parse(&item.secret_id)?;
         let token = Token::parse(&item.client_request_token)?;
-        let rollback = self.rotator.rollback(&secret_id, &token).await;
+        let rollback = self
+            .rotator
+            .rollback_as(&secret_id, &token, Some(item.kind.as_str()))
+            .await;
         let rolled_back = matches!(&rollback, Ok(r) if r.outcome == Outcome::RolledBack);
         let ident = self
             .inventory

@@ -61,7 +61,7 @@ impl Handler {
         let secrets = Arc::new(SecretsManager::new(&sdk, None));
         let handler = Handler {
             served,
-            rotator: Rotator::new(secrets, config.policy.clone()),
+            rotator: Rotator::from_config(secrets, &config),
             fleet,
             batch_size: config.batch_size,
         };

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 
 use crate::error::{Result, RotorError};
 use crate::event::{RotationEvent, SecretId, Step, Token};
-use crate::kinds::{self, Applied, CredentialKind, KindContext};
+use crate::kinds::{self, Applied, CredentialKind, KindContext, KindSettings};
 use crate::policy::GeneratorPolicy;
 use crate::ports::{PutOutcome, SecretMeta, SecretStore, AWSCURRENT, AWSPENDING};
 
@@ -72,6 +72,7 @@ pub struct StepReport {
 pub struct Rotator {
     secrets: Arc<dyn SecretStore>,
     defaults: Arc<GeneratorPolicy>,
+    settings: Arc<KindSettings>,
 }
 
 /// Where the token stands among the secret's versions.
@@ -89,17 +90,36 @@ impl Rotator {
         Rotator {
             secrets,
             defaults: Arc::new(defaults),
+            settings: Arc::new(KindSettings::default()),
         }
+    }
+
+    /// The same rotator with these kind settings (CA bundle, timeouts).
+    pub fn with_settings(mut self, settings: KindSettings) -> Self {
+        self.settings = Arc::new(settings);
+        self
+    }
+
+    /// A rotator configured from `config`.
+    pub fn from_config(secrets: Arc<dyn SecretStore>, config: &crate::config::Config) -> Self {
+        Self::new(secrets, config.policy.clone()).with_settings(config.kinds.clone())
     }
 
     /// Runs one step and logs its line. Errors are logged with their `errorType`, never a value.
     pub async fn run(&self, event: &RotationEvent) -> Result<StepReport> {
+        self.run_as(event, None).await
+    }
+
+    /// Runs one step; `kind` is the inventory's kind for the secret, used when the secret has
+    /// no `rotor:kind` tag.
+    pub async fn run_as(&self, event: &RotationEvent, kind: Option<&str>) -> Result<StepReport> {
         let started = Instant::now();
+        let (id, t) = (&event.secret_id, &event.token);
         let result = match event.step {
-            Step::Create => self.create(&event.secret_id, &event.token).await,
-            Step::Set => self.set(&event.secret_id, &event.token).await,
-            Step::Test => self.test(&event.secret_id, &event.token).await,
-            Step::Finish => self.finish(&event.secret_id, &event.token).await,
+            Step::Create => self.create(id, t, kind).await,
+            Step::Set => self.set(id, t, kind).await,
+            Step::Test => self.test(id, t, kind).await,
+            Step::Finish => self.finish(id, t).await,
         };
         log_step(
             event.step.as_str(),
@@ -146,8 +166,18 @@ impl Rotator {
     /// and removes AWSPENDING from the token. Never touches AWSCURRENT; a token that is already
     /// current (the rotation finished) is left alone.
     pub async fn rollback(&self, secret_id: &SecretId, token: &Token) -> Result<StepReport> {
+        self.rollback_as(secret_id, token, None).await
+    }
+
+    /// [`Rotator::rollback`] with the inventory's kind for untagged secrets.
+    pub async fn rollback_as(
+        &self,
+        secret_id: &SecretId,
+        token: &Token,
+        kind: Option<&str>,
+    ) -> Result<StepReport> {
         let started = Instant::now();
-        let result = self.rollback_inner(secret_id, token).await;
+        let result = self.rollback_inner(secret_id, token, kind).await;
         log_step("rollback", secret_id, token, started, &result);
         result.map(|(arn, outcome)| StepReport {
             step: "rollback",
@@ -157,17 +187,27 @@ impl Rotator {
         })
     }
 
-    async fn rollback_inner(&self, id: &SecretId, token: &Token) -> Result<(String, Outcome)> {
+    async fn rollback_inner(
+        &self,
+        id: &SecretId,
+        token: &Token,
+        known: Option<&str>,
+    ) -> Result<(String, Outcome)> {
         let meta = self.secrets.describe(id).await?;
         if meta.has_stage(token.as_str(), AWSCURRENT) || !meta.has_stage(token.as_str(), AWSPENDING)
         {
             return Ok((meta.arn, Outcome::NothingToRollBack));
         }
-        let kind = kinds::for_secret(&meta)?;
+        let kind = kinds::for_secret(&meta, known)?;
         if kind.has_target() {
             let policy = self.policy(&meta)?;
             let current = self.current_value(&meta).await?;
-            kind.revert(&self.ctx(&meta, &policy), &current).await?;
+            let pending = self
+                .secrets
+                .get_value(&meta.arn, Some(token.as_str()), AWSPENDING)
+                .await?;
+            kind.revert(&self.ctx(&meta, &policy), pending.as_ref(), &current)
+                .await?;
         }
         self.secrets
             .update_stage(&meta.arn, AWSPENDING, None, Some(token.as_str()))
@@ -175,7 +215,12 @@ impl Rotator {
         Ok((meta.arn, Outcome::RolledBack))
     }
 
-    async fn create(&self, id: &SecretId, token: &Token) -> Result<(String, Outcome)> {
+    async fn create(
+        &self,
+        id: &SecretId,
+        token: &Token,
+        known: Option<&str>,
+    ) -> Result<(String, Outcome)> {
         // The current value is read alongside the describe (one round trip, not two); it is
         // only used once the token has been checked.
         let (checked, current) = tokio::join!(
@@ -197,7 +242,7 @@ impl Rotator {
             }
             TokenState::Absent => {}
         }
-        let kind = kinds::for_secret(&meta)?;
+        let kind = kinds::for_secret(&meta, known)?;
         let policy = self.policy(&meta)?;
         let current = current?.ok_or_else(|| RotorError::NoCurrentValue(meta.arn.clone()))?;
         let next = kind.generate(&self.ctx(&meta, &policy), &current).await?;
@@ -212,12 +257,17 @@ impl Rotator {
         Ok((meta.arn, outcome))
     }
 
-    async fn set(&self, id: &SecretId, token: &Token) -> Result<(String, Outcome)> {
+    async fn set(
+        &self,
+        id: &SecretId,
+        token: &Token,
+        known: Option<&str>,
+    ) -> Result<(String, Outcome)> {
         let (meta, state) = self.check(id, token, false).await?;
         if let TokenState::Current = state {
             return Ok((meta.arn, Outcome::AlreadyCurrent));
         }
-        let kind = kinds::for_secret(&meta)?;
+        let kind = kinds::for_secret(&meta, known)?;
         if !kind.has_target() {
             return Ok((meta.arn, Outcome::NoTarget));
         }
@@ -235,7 +285,12 @@ impl Rotator {
         Ok((meta.arn, outcome))
     }
 
-    async fn test(&self, id: &SecretId, token: &Token) -> Result<(String, Outcome)> {
+    async fn test(
+        &self,
+        id: &SecretId,
+        token: &Token,
+        known: Option<&str>,
+    ) -> Result<(String, Outcome)> {
         // Both values are read alongside the describe (one round trip, not three); they are
         // only looked at once the token has been checked.
         let (checked, pending, current) = tokio::join!(
@@ -248,7 +303,7 @@ impl Rotator {
         if let TokenState::Current = state {
             return Ok((meta.arn, Outcome::AlreadyCurrent));
         }
-        let kind = kinds::for_secret(&meta)?;
+        let kind = kinds::for_secret(&meta, known)?;
         let policy = self.policy(&meta)?;
         let pending = pending?.ok_or_else(|| RotorError::NoPendingValue {
             secret: meta.arn.clone(),
@@ -320,8 +375,13 @@ impl Rotator {
         self.defaults.with_tags(&meta.tags)
     }
 
-    fn ctx<'a>(&self, meta: &'a SecretMeta, policy: &'a GeneratorPolicy) -> KindContext<'a> {
-        KindContext { meta, policy }
+    fn ctx<'a>(&'a self, meta: &'a SecretMeta, policy: &'a GeneratorPolicy) -> KindContext<'a> {
+        KindContext {
+            meta,
+            policy,
+            secrets: self.secrets.as_ref(),
+            settings: &self.settings,
+        }
     }
 
     async fn current_value(&self, meta: &SecretMeta) -> Result<SecretString> {
@@ -374,7 +434,7 @@ fn log_step(
 
 /// The kind resolved for a secret (exposed for the CLI's output).
 pub fn kind_name(meta: &SecretMeta) -> Result<&'static str> {
-    kinds::for_secret(meta).map(|k: &dyn CredentialKind| k.name())
+    kinds::for_secret(meta, None).map(|k: &dyn CredentialKind| k.name())
 }
 
 #[cfg(test)]

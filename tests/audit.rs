@@ -6,17 +6,19 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use rotor::adapters::kms::create_mac_key;
-use rotor::adapters::{DynamoAudit, KmsCustody};
+use rotor::adapters::{ApiCallCounter, DynamoAudit, KmsCustody};
 use rotor::audit::GENESIS_HASH;
 use rotor::ports::custody::Custody;
 use rotor::ports::{AuditEntry, AuditLog, AuditRecord, Tamper};
 use sha2::{Digest, Sha256};
 use support::*;
+use tokio::sync::Notify;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -229,9 +231,8 @@ async fn twenty_appends_read_back_and_verify() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_appends_chain_without_gaps() {
-    let f = fixture().await;
+/// One round of 10 concurrent appends to one identity: what went wrong, if anything.
+async fn concurrent_round(f: &Fixture) -> Result<(), String> {
     let id = unique("id");
     let tasks: Vec<_> = (1..=10u64)
         .map(|i| {
@@ -242,25 +243,133 @@ async fn concurrent_appends_chain_without_gaps() {
         .collect();
     let mut seqs = Vec::new();
     for t in tasks {
-        seqs.push(t.await.unwrap().unwrap().seq);
+        match t.await.map_err(|e| e.to_string())? {
+            Ok(r) => seqs.push(r.seq),
+            Err(e) => return Err(format!("append failed: {e}")),
+        }
     }
     seqs.sort();
-    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    if seqs != (1..=10).collect::<Vec<_>>() {
+        return Err(format!("appends returned seqs {seqs:?}"));
+    }
+    let records = f.log.records(&id).await.map_err(|e| e.to_string())?;
+    let stored: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    if stored != (1..=10).collect::<Vec<_>>() {
+        return Err(format!("stored seqs {stored:?}"));
+    }
+    let mut at: Vec<i64> = records.iter().map(|r| r.entry.at_ms).collect();
+    at.sort();
+    if at != (1..=10).map(|i| entry(i).at_ms).collect::<Vec<_>>() {
+        return Err("not every entry stored exactly once".into());
+    }
+    let v = f.log.verify(&id).await.map_err(|e| e.to_string())?;
+    if (v.records, &v.tamper) != (10, &None) {
+        return Err(format!("verify: {v:?}"));
+    }
+    Ok(())
+}
 
-    let records = f.log.records(&id).await.unwrap();
-    assert_eq!(
-        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (1..=10).collect::<Vec<_>>()
-    );
-    let mut entries: Vec<i64> = records.iter().map(|r| r.entry.at_ms).collect();
-    entries.sort();
-    assert_eq!(
-        entries,
-        (1..=10).map(|i| entry(i).at_ms).collect::<Vec<_>>(),
-        "every entry exactly once"
-    );
-    let v = f.log.verify(&id).await.unwrap();
-    assert_eq!((v.records, v.tamper), (10, None));
+/// Ten tokio tasks append to one identity at once: seqs 1..=10, no gap, a valid chain.
+///
+/// moto's `TransactWriteItems` is not isolated between concurrent requests (it deep-copies the
+/// table, applies items one by one, and on a cancelled transaction restores that copy, undoing
+/// whatever another request committed meanwhile): about one round in a hundred on a fresh
+/// table loses a committed append there, which real DynamoDB never does. So a round may be
+/// repeated (fresh table, fresh identity) up to three times; the conditions themselves are
+/// proven deterministically by `interleaved_appends_retry_from_the_read`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_chain_without_gaps() {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let f = fixture().await;
+        match concurrent_round(&f).await {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("concurrent round failed (moto's non-isolated transactions?): {e}");
+                failures.push(e);
+            }
+        }
+    }
+    panic!("every round failed: {failures:?}");
+}
+
+/// A custody whose next `mac` call, once armed, waits to be released: it holds an append
+/// between its read of the head and its transaction.
+struct Gated {
+    inner: Arc<dyn Custody>,
+    armed: AtomicBool,
+    reached: Notify,
+    release: Notify,
+}
+
+#[async_trait::async_trait]
+impl Custody for Gated {
+    async fn mac(&self, message: &[u8]) -> rotor::Result<Vec<u8>> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.mac(message).await
+    }
+
+    async fn verify_mac(&self, message: &[u8], mac: &[u8]) -> rotor::Result<bool> {
+        self.inner.verify_mac(message, mac).await
+    }
+}
+
+/// Append A reads the head, then B appends in full, then A's transaction runs: its condition
+/// fails and it retries from a fresh read, taking the next seq. Deterministic (one request in
+/// flight at a time), for the first record (no head yet) and for a later one.
+#[tokio::test]
+async fn interleaved_appends_retry_from_the_read() {
+    let f = fixture().await;
+    let sdk = sdk().await;
+    let gated = Arc::new(Gated {
+        inner: f.custody.clone(),
+        armed: AtomicBool::new(false),
+        reached: Notify::new(),
+        release: Notify::new(),
+    });
+    let counter = ApiCallCounter::default();
+    let slow = Arc::new(DynamoAudit::new(
+        &sdk,
+        &f.table,
+        gated.clone(),
+        Some(counter.clone()),
+    ));
+    for before in [0u64, 4] {
+        let id = unique("id");
+        append_n(&f, &id, before).await;
+        counter.reset();
+        gated.armed.store(true, Ordering::SeqCst);
+        let a = {
+            let slow = slow.clone();
+            let id = id.clone();
+            tokio::spawn(async move { slow.append(&id, entry(100)).await })
+        };
+        gated.reached.notified().await;
+        let b = f.log.append(&id, entry(200)).await.unwrap();
+        gated.release.notify_one();
+        let a = a.await.unwrap().unwrap();
+        assert_eq!((b.seq, a.seq), (before + 1, before + 2));
+
+        let calls = counter.snapshot();
+        let count = |op: &str| {
+            calls
+                .iter()
+                .filter(|(k, _)| k.ends_with(op))
+                .map(|(_, v)| *v)
+                .sum::<u64>()
+        };
+        assert_eq!(count(".TransactWriteItems"), 2, "{calls:?}");
+        assert_eq!(count(".GetItem"), 2, "{calls:?}");
+
+        let records = f.log.records(&id).await.unwrap();
+        assert_eq!(records.len() as u64, before + 2);
+        assert_eq!(records[before as usize].entry, entry(200));
+        assert_eq!(records[before as usize + 1].entry, entry(100));
+        assert_eq!(problem(&f, &id).await, None);
+    }
 }
 
 #[tokio::test]
@@ -494,29 +603,4 @@ async fn kms_custody_macs_and_rejects_wrong_ones() {
     // A key that does not exist is an error, not a wrong MAC.
     let missing = KmsCustody::new(&sdk, "00000000-0000-0000-0000-000000000000", None);
     assert!(missing.verify_mac(b"message", &mac).await.is_err());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore]
-async fn tmp_stress() {
-    let f = fixture().await;
-    for round in 0..150 {
-        let id = unique("id");
-        let tasks: Vec<_> = (1..=10u64)
-            .map(|i| {
-                let log = f.log.clone();
-                let id = id.clone();
-                tokio::spawn(async move { log.append(&id, entry(i)).await })
-            })
-            .collect();
-        for t in tasks {
-            if let Err(e) = t.await.unwrap() {
-                println!("round {round}: {e} ({})", e.error_type());
-            }
-        }
-        let v = f.log.verify(&id).await.unwrap();
-        if v.tamper.is_some() || v.records != 10 {
-            println!("round {round}: {v:?}");
-        }
-    }
 }

@@ -50,7 +50,7 @@ pub fn wire_fleet(
             config.event_bus.clone(),
             counter,
         )),
-        rotator: crate::steps::Rotator::new(secrets, config.policy.clone()),
+        rotator: crate::steps::Rotator::from_config(secrets, config),
         metrics,
         settings: config.fleet.clone(),
     })

@@ -210,8 +210,18 @@ mod tests {
     use crate::policy::CharClass;
     use crate::ports::SecretMeta;
 
+    static SECRETS: std::sync::LazyLock<crate::ports::memory::MemorySecrets> =
+        std::sync::LazyLock::new(Default::default);
+    static SETTINGS: std::sync::LazyLock<crate::kinds::KindSettings> =
+        std::sync::LazyLock::new(Default::default);
+
     fn ctx<'a>(meta: &'a SecretMeta, policy: &'a GeneratorPolicy) -> KindContext<'a> {
-        KindContext { meta, policy }
+        KindContext {
+            meta,
+            policy,
+            secrets: &*SECRETS,
+            settings: &SETTINGS,
+        }
     }
 
     #[test]

@@ -3,22 +3,49 @@
 //! any kind beyond this trait.
 
 pub mod generic;
+pub mod postgres;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use crate::error::{Result, RotorError};
 use crate::policy::GeneratorPolicy;
-use crate::ports::SecretMeta;
+use crate::ports::{SecretMeta, SecretStore};
 
 /// The tag naming a secret's kind (default `generic`).
 pub const KIND_TAG: &str = "rotor:kind";
+
+/// Settings kinds share, read once from the environment.
+#[derive(Debug, Clone)]
+pub struct KindSettings {
+    /// CA bundle (PEM) that database TLS is verified against (`ROTOR_DB_CA_BUNDLE`); default:
+    /// the platform bundle.
+    pub ca_bundle: Option<PathBuf>,
+    /// Connect and statement timeout for targets (`ROTOR_DB_TIMEOUT_SECONDS`, default 5).
+    pub db_timeout: Duration,
+}
+
+impl Default for KindSettings {
+    fn default() -> Self {
+        KindSettings {
+            ca_bundle: None,
+            db_timeout: Duration::from_secs(5),
+        }
+    }
+}
 
 /// What a kind sees of the secret being rotated. Holds no values.
 pub struct KindContext<'a> {
     pub meta: &'a SecretMeta,
     /// The generator policy after the secret's tags were applied.
     pub policy: &'a GeneratorPolicy,
+    /// Secrets Manager, for the versions a kind needs beyond current and pending (AWSPREVIOUS,
+    /// a master secret).
+    pub secrets: &'a dyn SecretStore,
+    pub settings: &'a KindSettings,
 }
 
 /// What setSecret did at the target.
@@ -65,21 +92,29 @@ pub trait CredentialKind: Send + Sync {
         current: &SecretString,
     ) -> Result<()>;
 
-    /// rollback: put the target back to `current` where `apply` changed it.
-    async fn revert(&self, _ctx: &KindContext<'_>, _current: &SecretString) -> Result<()> {
+    /// rollback: put the target back to `current` where `apply` changed it (`pending` is the
+    /// value `apply` may have set, when one was created).
+    async fn revert(
+        &self,
+        _ctx: &KindContext<'_>,
+        _pending: Option<&SecretString>,
+        _current: &SecretString,
+    ) -> Result<()> {
         Ok(())
     }
 }
 
 /// Every kind Rotor knows. Add a kind here.
-pub static KINDS: &[&dyn CredentialKind] = &[&generic::Generic];
+pub static KINDS: &[&dyn CredentialKind] = &[&generic::Generic, &postgres::Postgres];
 
-/// The kind a secret declares through its `rotor:kind` tag (default `generic`).
-pub fn for_secret(meta: &SecretMeta) -> Result<&'static dyn CredentialKind> {
+/// A secret's kind: its `rotor:kind` tag, else the kind the inventory registered (`known`), else
+/// `generic`.
+pub fn for_secret(meta: &SecretMeta, known: Option<&str>) -> Result<&'static dyn CredentialKind> {
     let name = meta
         .tags
         .get(KIND_TAG)
         .map(String::as_str)
+        .or(known)
         .unwrap_or("generic");
     KINDS
         .iter()
