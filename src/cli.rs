@@ -319,7 +319,11 @@ async fn demo(endpoint: Option<&str>) -> Result<()> {
         seed(&s, name, value, tags).await?;
     }
     let manifest_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/manifest.json");
-    let manifest = Manifest::load(&manifest_path)?;
+    let mut manifest = Manifest::load(&manifest_path)?;
+    let pg = demo_postgres(&s).await?;
+    if let Some(entry) = &pg {
+        manifest.identities.push(entry.clone());
+    }
     let mut config = Config::from_env()?.with_local_defaults();
     config.alert_topic_arn = Some(topic);
     let f = fleet_with(url, &config).await?;
@@ -355,6 +359,9 @@ async fn demo(endpoint: Option<&str>) -> Result<()> {
     }
     println!("\n$ rotor inventory");
     print_inventory(&f).await?;
+    if let Some(entry) = &pg {
+        demo_pg_login(&s, entry).await?;
+    }
     println!("\n$ rotor run   (again: nothing is due now)");
     run_due(&f, 50, 4).await?;
     let first = &manifest.identities[0].id;
@@ -370,6 +377,148 @@ async fn demo(endpoint: Option<&str>) -> Result<()> {
     );
     if stack.started_here() {
         println!("(the demo's moto server stops now; set AWS_ENDPOINT_URL to a running one to keep state)");
+    }
+    Ok(())
+}
+
+/// With a PostgreSQL server named by `ROTOR_DEMO_PG_HOST` / `_PORT` / `_ADMIN_USER` /
+/// `_ADMIN_PASSWORD` (`scripts/demo` starts one), creates the role `orders_app` and two secrets in
+/// AWS's format — the master and the app's, alternating users — and returns the app's manifest
+/// entry. Without one, the demo skips PostgreSQL.
+async fn demo_postgres(s: &Session) -> Result<Option<crate::manifest::Entry>> {
+    let var = |k: &str| {
+        std::env::var(format!("ROTOR_DEMO_PG_{k}"))
+            .ok()
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(host), Some(port), Some(admin), Some(admin_pw)) = (
+        var("HOST"),
+        var("PORT"),
+        var("ADMIN_USER"),
+        var("ADMIN_PASSWORD"),
+    ) else {
+        println!("(no ROTOR_DEMO_PG_* server: skipping the PostgreSQL identity; scripts/demo starts one)\n");
+        return Ok(None);
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| RotorError::Config("ROTOR_DEMO_PG_PORT is not a port".into()))?;
+    let db = |e: tokio_postgres::Error| RotorError::Database {
+        kind: crate::error::DbFailure::Statement,
+        context: "demo set-up".into(),
+        message: e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string()),
+    };
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&host)
+        .port(port)
+        .user(&admin)
+        .password(&admin_pw)
+        .dbname("postgres");
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(db)?;
+    tokio::spawn(conn);
+    let initial =
+        crate::kinds::generic::generate_value(&crate::policy::GeneratorPolicy::default())?;
+    let verifier = postgres_protocol::password::scram_sha_256(initial.as_bytes());
+    let exists = !client
+        .query("SELECT 1 FROM pg_roles WHERE rolname = 'orders_app'", &[])
+        .await
+        .map_err(db)?
+        .is_empty();
+    if !exists {
+        let row = client
+            .query_one(
+                "SELECT format('CREATE ROLE orders_app LOGIN PASSWORD %L', $1::text)",
+                &[&verifier],
+            )
+            .await
+            .map_err(db)?;
+        let statement: String = row.get(0);
+        client.batch_execute(&statement).await.map_err(db)?;
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS public.orders (id int); GRANT SELECT, INSERT ON public.orders TO orders_app")
+            .await
+            .map_err(db)?;
+    }
+    let tls = std::env::var("ROTOR_DB_CA_BUNDLE").is_ok();
+    let secret = |user: &str, pw: &str, master: Option<&str>| {
+        let mut v = serde_json::json!({"engine": "postgres", "host": host, "port": port, "username": user,
+                                       "password": pw, "dbname": "postgres", "ssl": tls});
+        if let Some(m) = master {
+            v["masterarn"] = serde_json::json!(m);
+        }
+        v.to_string()
+    };
+    seed(
+        s,
+        "rotor-demo/pg-master",
+        &secret(&admin, &admin_pw, None),
+        &[("rotor:managed", "true")],
+    )
+    .await?;
+    let master_arn = s
+        .secrets
+        .describe(&SecretId::parse("rotor-demo/pg-master")?)
+        .await?
+        .arn;
+    if !exists {
+        seed(
+            s,
+            "rotor-demo/orders-pg",
+            &secret("orders_app", &initial, Some(&master_arn)),
+            &[("rotor:managed", "true")],
+        )
+        .await?;
+    }
+    Ok(Some(crate::manifest::Entry {
+        id: "orders/pg-app".into(),
+        kind: "postgres".into(),
+        secret: "rotor-demo/orders-pg".into(),
+        owner: "orders".into(),
+        tier: crate::inventory::Tier::Critical,
+        interval_days: None,
+        window: None,
+        depends_on: vec!["orders-api".into()],
+        privileges: vec!["orders-db:select,insert".into()],
+        status: crate::inventory::Status::Active,
+    }))
+}
+
+/// Logs in with the PostgreSQL identity's new AWSCURRENT credential (the demo's proof).
+async fn demo_pg_login(s: &Session, entry: &crate::manifest::Entry) -> Result<()> {
+    use secrecy::ExposeSecret;
+    let id = SecretId::parse(&entry.secret)?;
+    let meta = s.secrets.describe(&id).await?;
+    let value = s
+        .secrets
+        .get_value(&meta.arn, None, crate::ports::AWSCURRENT)
+        .await?
+        .ok_or_else(|| RotorError::NoCurrentValue(meta.arn.clone()))?;
+    let v: serde_json::Value = serde_json::from_str(value.expose_secret())
+        .map_err(|_| RotorError::Config("demo secret is not JSON".into()))?;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(v["host"].as_str().unwrap_or_default())
+        .port(v["port"].as_u64().unwrap_or(5432) as u16)
+        .user(v["username"].as_str().unwrap_or_default())
+        .password(v["password"].as_str().unwrap_or_default())
+        .dbname("postgres");
+    let user = v["username"].as_str().unwrap_or_default().to_string();
+    match cfg.connect(tokio_postgres::NoTls).await {
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM public.orders", &[])
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(-1);
+            println!("\n{}: logged in to PostgreSQL as {user} with the new AWSCURRENT credential (orders rows: {n})", entry.id);
+        }
+        Err(_) => println!(
+            "\n{}: login as {user} with the new AWSCURRENT credential FAILED",
+            entry.id
+        ),
     }
     Ok(())
 }
