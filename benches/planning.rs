@@ -75,6 +75,7 @@ async fn seed(inv: &DynamoInventory, total: usize, t: i64) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    support::use_threaded_moto();
     let sdk = support::sdk().await;
     println!("## Planning cost by inventory size ({DUE} due)\n");
     println!("| identities | due query: median time (n=5) | requests | items read | full plan (query + {DUE} leases + {DUE} audit records) | leased |");

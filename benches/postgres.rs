@@ -127,6 +127,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    support::use_threaded_moto();
     let p = pg();
     let sdk = support::sdk().await;
     let counter = ApiCallCounter::default();

@@ -39,6 +39,7 @@ fn cpu_ms() -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    support::use_threaded_moto();
     let endpoint = support::endpoint();
     let sdk = support::sdk().await;
     let counter = ApiCallCounter::default();

@@ -36,7 +36,10 @@ start_moto() {
   local port
   port=$(free_port)
   MOTO_LOG=$(mktemp -t rotor-moto.XXXXXX)
-  "$PYTHON" -m moto.server -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &
+  # One request at a time: moto does not lock its models, so concurrent conditional writes can
+  # both pass; serialised they are atomic, as in DynamoDB (see src/localstack.rs, SERIAL_MOTO).
+  "$PYTHON" -c "import sys; from werkzeug.serving import run_simple; from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app; run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)" \
+    127.0.0.1 "$port" >"$MOTO_LOG" 2>&1 &
   MOTO_PID=$!
   MOTO_URL="http://127.0.0.1:$port"
   for _ in $(seq 1 150); do

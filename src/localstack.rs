@@ -10,6 +10,21 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Result, RotorError};
 
+/// How moto's server handles requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moto {
+    /// As `python -m moto.server` does: a thread per request (the demo, the benchmarks).
+    Threaded,
+    /// One request at a time. moto does not lock its models, so concurrent conditional writes
+    /// can both succeed; serialised, they are atomic as in DynamoDB (the tests).
+    Serial,
+}
+
+/// moto's own server, with requests handled one at a time (`python -c` program; argv: host, port).
+pub const SERIAL_MOTO: &str = "import sys; from werkzeug.serving import run_simple; \
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app; \
+run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)";
+
 /// A running local stack: either one found at `AWS_ENDPOINT_URL` or a moto server started here.
 pub struct LocalStack {
     endpoint: String,
@@ -33,17 +48,29 @@ impl LocalStack {
     /// Starts moto's server (`python3 -m moto.server`, or `$ROTOR_PYTHON`) on a free loopback port
     /// and waits until it accepts connections.
     pub fn start() -> Result<LocalStack> {
+        Self::start_with(Moto::Threaded)
+    }
+
+    /// Starts moto's server in the given mode.
+    pub fn start_with(mode: Moto) -> Result<LocalStack> {
         let port = free_port()?;
         let python = std::env::var("ROTOR_PYTHON").unwrap_or_else(|_| "python3".into());
         let log = std::env::temp_dir().join(format!("rotor-moto-{port}.log"));
-        let script = r#"
-"$0" -m moto.server -H 127.0.0.1 -p "$1" >"$2" 2>&1 &
+        let launch = match mode {
+            Moto::Threaded => r#""$0" -m moto.server -H 127.0.0.1 -p "$1" >"$2" 2>&1 &"#,
+            Moto::Serial => r#""$0" -c "$SERIAL_MOTO" 127.0.0.1 "$1" >"$2" 2>&1 &"#,
+        };
+        let script = format!(
+            r#"
+{launch}
 m=$!
 trap 'kill $m 2>/dev/null' EXIT INT TERM
 read -r _ || true
-"#;
+"#
+        );
         let mut child = Command::new("sh")
-            .args(["-c", script, &python, &port.to_string()])
+            .args(["-c", &script, &python, &port.to_string()])
+            .env("SERIAL_MOTO", SERIAL_MOTO)
             .arg(&log)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

@@ -5,7 +5,7 @@
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-const DEFAULT_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_secretsmanager=warn,hyper=warn,lambda_runtime=warn";
+const DEFAULT_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_secretsmanager=warn,hyper=warn,lambda_runtime=warn,tokio_postgres=warn,rustls=warn";
 
 /// A JSON subscriber writing to `writer`: the format every Rotor process uses (tests capture
 /// logs through this too).

@@ -494,50 +494,70 @@ async fn failures_are_clear_errors_rolled_back_with_current_still_working() {
 }
 
 #[tokio::test]
-async fn the_rotate_binary_rotates_a_postgres_secret() {
+async fn the_rotate_binary_rotates_both_strategies() {
     use support::runtime_api::{FunctionProcess, Invocation, RuntimeApi};
     let c = client().await;
     let role = unique_role("bin");
     create_role(&role, "bin-initial-pw");
-    let arn = create_secret(
+    let single = create_secret(
         &c,
         &unique("pg-bin"),
         &secret_json(&role, "bin-initial-pw", json!({})),
         &[("rotor:kind", "postgres")],
     )
     .await;
+    let base = unique_role("binmulti");
+    let (multi, _) = alternating_setup(&c, &base).await;
     let api = RuntimeApi::start().await;
     let mut env = function_env();
     env.push(("ROTOR_DB_CA_BUNDLE", pg().ca_pem_path.display().to_string()));
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
     let p = FunctionProcess::spawn(&support::binary("rotate"), "rotate", &api, &env);
     assert!(api.wait_ready(Duration::from_secs(20)).await.is_some());
-    let token = Token::generate().unwrap();
-    for file in [
-        "create-secret.json",
-        "set-secret.json",
-        "test-secret.json",
-        "finish-secret.json",
-    ] {
-        match api
-            .invoke(sample_event(file, Some(&arn), Some(token.as_str())))
-            .await
-        {
-            Invocation::Ok(_) => {}
-            Invocation::Err {
-                error_type,
-                error_message,
-            } => panic!("{file}: {error_type}: {error_message}"),
+    for arn in [&single, &multi] {
+        let token = Token::generate().unwrap();
+        for file in [
+            "create-secret.json",
+            "set-secret.json",
+            "test-secret.json",
+            "finish-secret.json",
+        ] {
+            match api
+                .invoke(sample_event(file, Some(arn), Some(token.as_str())))
+                .await
+            {
+                Invocation::Ok(_) => {}
+                Invocation::Err {
+                    error_type,
+                    error_message,
+                } => panic!("{file}: {error_type}: {error_message}"),
+            }
         }
     }
-    let pw = current(&c, &arn).await["password"]
+    let pw = current(&c, &single).await["password"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(logs_in(&role, &pw));
+    let v = current(&c, &multi).await;
+    assert_eq!(v["username"], format!("{base}_clone"));
+    let mpw = v["password"].as_str().unwrap().to_string();
+    assert!(logs_in(&format!("{base}_clone"), &mpw));
+    assert!(logs_in(&base, "multi-initial-pw"));
     assert!(p.wait_for_log("finishSecret", Duration::from_secs(5)).await);
     let logs = p.logs();
-    assert!(!logs.contains(&pw) && !logs.contains("bin-initial-pw"));
+    for v in [
+        pw.as_str(),
+        mpw.as_str(),
+        "bin-initial-pw",
+        "multi-initial-pw",
+        pg().admin_password.as_str(),
+    ] {
+        assert!(
+            !logs.contains(v),
+            "a secret value is in the function's logs"
+        );
+    }
     p.stop().await;
 }
 
@@ -610,5 +630,38 @@ async fn alternating_users_rotate_50_times_with_zero_failed_logins() {
     assert_eq!(
         failed, 0,
         "alternating users must never fail a login ({ok} ok)"
+    );
+}
+
+#[tokio::test]
+async fn single_user_falls_back_to_the_previous_password() {
+    let c = client().await;
+    let role = unique_role("prev");
+    create_role(&role, "prev-p0");
+    let arn = create_secret(
+        &c,
+        &unique("pg-prev"),
+        &secret_json(&role, "prev-p0", json!({})),
+        &[("rotor:kind", "postgres")],
+    )
+    .await;
+    let r = pg_rotator(5).await;
+    r.rotate(&SecretId::parse(&arn).unwrap()).await.unwrap();
+    // The database goes back to the previous password (a restore, a manual reset…): the
+    // current credential no longer logs in, the previous one does.
+    pg().psql(&format!("ALTER ROLE {} PASSWORD 'prev-p0'", ident(&role)));
+    let p1 = current(&c, &arn).await["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!logs_in(&role, &p1));
+    r.rotate(&SecretId::parse(&arn).unwrap()).await.unwrap();
+    let p2 = current(&c, &arn).await["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        logs_in(&role, &p2),
+        "rotation recovered through the previous password"
     );
 }

@@ -15,16 +15,29 @@ use aws_sdk_secretsmanager::Client;
 use rotor::localstack::LocalStack;
 
 static STACK: OnceLock<(String, Option<LocalStack>)> = OnceLock::new();
+static THREADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Benchmarks measure against moto as it ships (a thread per request); call before `endpoint`.
+pub fn use_threaded_moto() {
+    THREADED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
 
 /// The moto endpoint for this test binary: `ROTOR_TEST_AWS_ENDPOINT` if set (CI and
 /// `scripts/test` start one), else a moto server started now and stopped when the binary exits.
+/// Tests use moto serialised (one request at a time): moto does not lock its models, so two
+/// concurrent conditional writes can both pass, which DynamoDB never allows.
 pub fn endpoint() -> String {
     STACK
         .get_or_init(|| {
             let (url, stack) = match std::env::var("ROTOR_TEST_AWS_ENDPOINT") {
                 Ok(url) if !url.is_empty() => (url, None),
                 _ => {
-                    let s = LocalStack::start().expect("start moto's server");
+                    let mode = if THREADED.load(std::sync::atomic::Ordering::SeqCst) {
+                        rotor::localstack::Moto::Threaded
+                    } else {
+                        rotor::localstack::Moto::Serial
+                    };
+                    let s = LocalStack::start_with(mode).expect("start moto's server");
                     (s.endpoint().to_string(), Some(s))
                 }
             };
