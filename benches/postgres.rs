@@ -32,26 +32,6 @@ fn secret(user: &str, password: &str, masterarn: Option<&str>) -> String {
     v.to_string()
 }
 
-async fn login(v: &Value) -> bool {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(v["host"].as_str().unwrap_or_default())
-        .port(v["port"].as_u64().unwrap_or(5432) as u16)
-        .user(v["username"].as_str().unwrap_or_default())
-        .password(v["password"].as_str().unwrap_or_default())
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(5));
-    match cfg.connect(tokio_postgres::NoTls).await {
-        Ok((client, conn)) => {
-            let h = tokio::spawn(conn);
-            let ok = client.simple_query("select 1").await.is_ok();
-            drop(client);
-            let _ = h.await;
-            ok
-        }
-        Err(_) => false,
-    }
-}
-
 struct Downtime {
     logins: u64,
     failed: u64,
@@ -79,12 +59,12 @@ async fn downtime(r: &Rotator, arn: &str) -> Downtime {
             };
             let mut cached = fetch().await;
             while !stop.load(Ordering::Relaxed) {
-                if login(&cached).await {
+                if support::postgres::app_login(&cached).await {
                     ok.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 cached = fetch().await;
-                if login(&cached).await {
+                if support::postgres::app_login(&cached).await {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
                     failed.fetch_add(1, Ordering::Relaxed);

@@ -12,16 +12,7 @@ use support::runtime_api::{FunctionProcess, Invocation, RuntimeApi};
 use support::*;
 
 async fn start(binary: &str) -> (RuntimeApi, FunctionProcess) {
-    let api = RuntimeApi::start().await;
-    let env = function_env();
-    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
-    let p = FunctionProcess::spawn(&support::binary(binary), binary, &api, &env);
-    assert!(
-        api.wait_ready(Duration::from_secs(20)).await.is_some(),
-        "{binary} never polled for an event: {}",
-        p.logs()
-    );
-    (api, p)
+    start_with(binary, &function_env()).await
 }
 
 fn ok(inv: Invocation) -> Value {

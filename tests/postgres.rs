@@ -575,13 +575,13 @@ pub async fn logins_during_rotations(arn: &str, rotations: usize, clients: usize
             let mut cached: Value =
                 serde_json::from_str(&value_at(&c, &arn, "AWSCURRENT").await.unwrap()).unwrap();
             while !stop.load(Ordering::Relaxed) {
-                if login(&cached).await {
+                if support::postgres::app_login(&cached).await {
                     ok.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 cached =
                     serde_json::from_str(&value_at(&c, &arn, "AWSCURRENT").await.unwrap()).unwrap();
-                if login(&cached).await {
+                if support::postgres::app_login(&cached).await {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
                     failed.fetch_add(1, Ordering::Relaxed);
@@ -598,26 +598,6 @@ pub async fn logins_during_rotations(arn: &str, rotations: usize, clients: usize
         t.await.unwrap();
     }
     (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
-}
-
-async fn login(v: &Value) -> bool {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(v["host"].as_str().unwrap())
-        .port(v["port"].as_u64().unwrap() as u16)
-        .user(v["username"].as_str().unwrap())
-        .password(v["password"].as_str().unwrap())
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(5));
-    match cfg.connect(tokio_postgres::NoTls).await {
-        Ok((client, conn)) => {
-            let h = tokio::spawn(conn);
-            let ok = client.simple_query("select 1").await.is_ok();
-            drop(client);
-            let _ = h.await;
-            ok
-        }
-        Err(_) => false,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

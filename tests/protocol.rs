@@ -90,26 +90,16 @@ async fn secrets_manager_started_rotation_with_every_step_rerun() {
     let lambda = stub_rotation_lambda(&name);
     // Exactly what a user runs; moto stages the token AWSPENDING with no value, as AWS does
     // before it invokes the rotation function's createSecret.
-    let out = std::process::Command::new("aws")
-        .args([
-            "--endpoint-url",
-            &endpoint(),
-            "--region",
-            "us-east-1",
-            "secretsmanager",
-            "rotate-secret",
-        ])
-        .args(["--secret-id", &arn, "--rotation-lambda-arn", &lambda])
-        .args(["--client-request-token", token.as_str()])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .output()
-        .expect("run the AWS CLI");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    aws_cli(&[
+        "secretsmanager",
+        "rotate-secret",
+        "--secret-id",
+        &arn,
+        "--rotation-lambda-arn",
+        &lambda,
+        "--client-request-token",
+        token.as_str(),
+    ]);
     let staged = stages(&c, &arn).await;
     assert!(staged
         .iter()
@@ -147,28 +137,7 @@ fn stub_rotation_lambda(name: &str) -> String {
         .success();
     assert!(ok);
     let fname = name.replace('/', "-");
-    let aws = |args: &[&str]| {
-        let out = std::process::Command::new("aws")
-            .args([
-                "--endpoint-url",
-                &endpoint(),
-                "--region",
-                "us-east-1",
-                "--output",
-                "text",
-            ])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .output()
-            .expect("run the AWS CLI");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let aws = support::aws_cli;
     let role = aws(&[
         "iam",
         "create-role",

@@ -357,3 +357,25 @@ read -r _ || true
         }
     }
 }
+
+/// Logs in as an application would, with a secret value in AWS's format (a new connection and
+/// `select 1`); `true` when it worked.
+pub async fn app_login(v: &serde_json::Value) -> bool {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(v["host"].as_str().unwrap_or_default())
+        .port(v["port"].as_u64().unwrap_or(5432) as u16)
+        .user(v["username"].as_str().unwrap_or_default())
+        .password(v["password"].as_str().unwrap_or_default())
+        .dbname("postgres")
+        .connect_timeout(std::time::Duration::from_secs(5));
+    match cfg.connect(tokio_postgres::NoTls).await {
+        Ok((client, conn)) => {
+            let h = tokio::spawn(conn);
+            let ok = client.simple_query("select 1").await.is_ok();
+            drop(client);
+            let _ = h.await;
+            ok
+        }
+        Err(_) => false,
+    }
+}
