@@ -490,3 +490,89 @@ async fn rotor_audit_verify_names_an_edited_record() {
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("error[AuditTampered]"));
 }
+
+#[tokio::test]
+async fn the_rotor_cli_registers_lists_runs_rotates_and_reports() {
+    let env = FleetEnv::new().await;
+    let (text, ids) = seeded_manifest("cli", 2, "").await;
+    let dir = std::env::temp_dir().join(unique("manifest"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("manifest.json");
+    std::fs::write(&manifest, &text).unwrap();
+    let rotor = |args: &[&str]| {
+        let out = std::process::Command::new(support::binary("rotor"))
+            .args(args)
+            .args(["--endpoint-url", &endpoint()])
+            .env(
+                "ROTOR_INVENTORY_TABLE",
+                env.config.inventory_table.clone().unwrap(),
+            )
+            .env("ROTOR_AUDIT_TABLE", env.config.audit_table.clone().unwrap())
+            .env(
+                "ROTOR_AUDIT_MAC_KEY_ID",
+                env.config.audit_mac_key_id.clone().unwrap(),
+            )
+            .env("ROTOR_EVENT_BUS", "none")
+            .env("USER", "alice")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "rotor {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let m = manifest.to_str().unwrap();
+    assert!(rotor(&["register", m]).contains("2 created, 0 updated, 0 unchanged"));
+    assert!(rotor(&["register", m]).contains("0 created, 0 updated, 2 unchanged"));
+    let inv = rotor(&["inventory"]);
+    for (id, _, _) in &ids {
+        let line = inv
+            .lines()
+            .find(|l| l.starts_with(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} not listed: {inv}"));
+        assert!(
+            line.contains("generic")
+                && line.contains("high")
+                && line.contains("never")
+                && line.contains("active"),
+            "{line}"
+        );
+    }
+    let report = rotor(&["report"]);
+    assert!(report.contains("never rotated: 2"), "{report}");
+    let run = rotor(&["run", "--concurrency", "2"]);
+    assert!(run.contains("rotated 2 of 2, 0 failed"), "{run}");
+    assert!(rotor(&["run"]).contains("rotated 0 of 0"));
+    assert!(rotor(&["report"]).contains("never rotated: 0"));
+    let one = rotor(&["rotate", &ids[0].0]);
+    assert!(one.contains("finishSecret finished"), "{one}");
+    let audit = rotor(&["audit", &ids[0].0]);
+    for action in [
+        "register",
+        "lease",
+        "createSecret",
+        "finishSecret",
+        "manual",
+    ] {
+        assert!(audit.contains(action), "{action} missing from {audit}");
+    }
+    assert!(audit.contains("cli:alice"));
+    assert!(
+        rotor(&["audit", "verify"])
+            .lines()
+            .filter(|l| l.starts_with("ok"))
+            .count()
+            >= 2
+    );
+    let c = client().await;
+    for (_, arn, initial) in &ids {
+        let now = value_at(&c, arn, "AWSCURRENT").await.unwrap();
+        assert_ne!(&now, initial);
+        let pw: serde_json::Value = serde_json::from_str(&now).unwrap();
+        assert!(!audit.contains(pw["password"].as_str().unwrap()));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
