@@ -36,6 +36,7 @@ fn identity(n: usize, due_at: i64) -> Identity {
         last_error: None,
         lease: None,
         registration_hash: String::new(),
+        audit_seq: 0,
     }
 }
 

@@ -719,7 +719,7 @@ async fn verify(f: &Fleet, id: Option<&str>) -> Result<()> {
     };
     let mut bad = Vec::new();
     for id in ids {
-        let v = f.audit.verify(&id).await?;
+        let v = f.verify(&id).await?;
         match &v.tamper {
             None => println!(
                 "ok        {id} ({} records, chain and head MAC verified)",

@@ -199,6 +199,7 @@ impl Fleet {
             last_error: None,
             lease: None,
             registration_hash: hash.to_string(),
+            audit_seq: 0,
         };
         i.next_due_at = inventory::first_due(&i, now);
         Ok(i)
@@ -634,7 +635,8 @@ impl Fleet {
         error_type: Option<String>,
         detail: Option<String>,
     ) -> Result<()> {
-        self.audit
+        let record = self
+            .audit
             .append(
                 id,
                 AuditEntry {
@@ -648,8 +650,25 @@ impl Fleet {
                     detail,
                 },
             )
-            .await
-            .map(|_| ())
+            .await?;
+        self.inventory.anchor_audit(id, record.seq).await
+    }
+
+    /// Verifies an identity's audit log: the chain and the head's MAC (the audit port), and the
+    /// head against the inventory's anchor, which catches a log rolled back to an older head.
+    pub async fn verify(&self, id: &str) -> Result<crate::ports::Verification> {
+        let mut v = self.audit.verify(id).await?;
+        if v.tamper.is_none() {
+            if let Some(ident) = self.inventory.get(id).await? {
+                if ident.audit_seq > v.records {
+                    v.tamper = Some(crate::ports::Tamper::Truncated {
+                        anchored_seq: ident.audit_seq,
+                        head_seq: v.records,
+                    });
+                }
+            }
+        }
+        Ok(v)
     }
 }
 

@@ -168,6 +168,10 @@ pub struct Identity {
     pub lease: Option<Lease>,
     /// Hash of the registration fields, to detect a changed manifest entry.
     pub registration_hash: String,
+    /// The highest audit seq this identity's log has reached (an anchor outside the audit
+    /// table: a log rolled back to an older head is caught against it).
+    #[serde(default)]
+    pub audit_seq: u64,
 }
 
 /// Identity ids: 1–128 characters of letters, digits and `/_.-`.
@@ -272,6 +276,7 @@ mod tests {
             last_error: None,
             lease: None,
             registration_hash: String::new(),
+            audit_seq: 0,
         }
     }
 

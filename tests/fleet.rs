@@ -576,3 +576,68 @@ async fn the_rotor_cli_registers_lists_runs_rotates_and_reports() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_log_rolled_back_to_an_older_head_is_caught_by_the_inventory_anchor() {
+    let env = FleetEnv::new().await;
+    let f = env.fleet().await;
+    let (text, ids) = seeded_manifest("anchor", 1, "").await;
+    f.register(&Manifest::parse(&text).unwrap(), ACTOR, now())
+        .await
+        .unwrap();
+    f.run("planner", 10, 1, now()).await.unwrap();
+    let id = &ids[0].0;
+    let table = env.config.audit_table.clone().unwrap();
+    // Someone with write access to the audit table saves the head (seq 6, with its valid MAC)…
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk().await);
+    let k = |seq: u64| {
+        std::collections::HashMap::from([
+            (
+                "identity_id".to_string(),
+                aws_sdk_dynamodb::types::AttributeValue::S(id.clone()),
+            ),
+            (
+                "seq".to_string(),
+                aws_sdk_dynamodb::types::AttributeValue::N(seq.to_string()),
+            ),
+        ])
+    };
+    let saved = ddb
+        .get_item()
+        .table_name(&table)
+        .set_key(Some(k(0)))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    f.rotate_now(id, ACTOR).await.unwrap();
+    let head = f.audit.verify(id).await.unwrap().records;
+    assert!(head > 6);
+    // …then deletes everything after it and puts the old head back.
+    for seq in 7..=head {
+        ddb.delete_item()
+            .table_name(&table)
+            .set_key(Some(k(seq)))
+            .send()
+            .await
+            .unwrap();
+    }
+    ddb.put_item()
+        .table_name(&table)
+        .set_item(Some(saved))
+        .send()
+        .await
+        .unwrap();
+    // The audit table alone cannot tell (a valid older history)…
+    assert_eq!(f.audit.verify(id).await.unwrap().tamper, None);
+    // …the inventory's anchor can.
+    let v = f.verify(id).await.unwrap();
+    assert_eq!(
+        v.tamper,
+        Some(rotor::ports::Tamper::Truncated {
+            anchored_seq: head,
+            head_seq: 6
+        })
+    );
+}

@@ -112,6 +112,7 @@ pub fn from_item(item: &Item) -> Result<Identity> {
         last_error: get_s(item, "last_error"),
         lease,
         registration_hash: get_s(item, "registration_hash").unwrap_or_default(),
+        audit_seq: get_n(item, "audit_seq").unwrap_or(0) as u64,
         id,
     })
 }
@@ -152,6 +153,9 @@ pub fn to_item(i: &Identity) -> Item {
         m.insert("lease_expires_at".into(), n(l.expires_at));
     }
     m.insert("registration_hash".into(), s(&i.registration_hash));
+    if i.audit_seq > 0 {
+        m.insert("audit_seq".into(), n(i.audit_seq));
+    }
     m
 }
 
@@ -455,6 +459,26 @@ impl Inventory for DynamoInventory {
         {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(aws_error("UpdateItem", e)),
+        }
+    }
+
+    async fn anchor_audit(&self, id: &str, seq: u64) -> Result<()> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET audit_seq = :s")
+            .condition_expression(
+                "attribute_exists(id) AND (attribute_not_exists(audit_seq) OR audit_seq < :s)",
+            )
+            .expression_attribute_values(":s", n(seq))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
             Err(e) => Err(aws_error("UpdateItem", e)),
         }
     }

@@ -56,6 +56,9 @@ pub enum Tamper {
     BadMac,
     /// Records exist but there is no head.
     MissingHead,
+    /// The inventory saw the log reach `anchored_seq`, but the log now ends at `head_seq`: its
+    /// newest records were removed and an older head (with its own valid MAC) put back.
+    Truncated { anchored_seq: u64, head_seq: u64 },
 }
 
 /// The result of verifying one identity's chain.

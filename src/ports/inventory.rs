@@ -50,6 +50,9 @@ pub trait Inventory: Send + Sync {
     async fn finish_lease(&self, id: &str, token: &str, update: &RotationResult) -> Result<bool>;
     /// Every identity (for reports; a scan).
     async fn list(&self) -> Result<Vec<Identity>>;
+    /// Raises the identity's audit anchor to `seq` (never lowers it). A missing identity is a
+    /// no-op.
+    async fn anchor_audit(&self, id: &str, seq: u64) -> Result<()>;
 }
 
 /// What a finished or failed rotation writes back.

@@ -118,6 +118,13 @@ impl Inventory for MemoryInventory {
     async fn list(&self) -> Result<Vec<Identity>> {
         Ok(self.lock().values().cloned().collect())
     }
+
+    async fn anchor_audit(&self, id: &str, seq: u64) -> Result<()> {
+        if let Some(i) = self.lock().get_mut(id) {
+            i.audit_seq = i.audit_seq.max(seq);
+        }
+        Ok(())
+    }
 }
 
 /// A notifier that keeps what it was sent.
