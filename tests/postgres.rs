@@ -154,7 +154,7 @@ async fn alternating_setup(c: &aws_sdk_secretsmanager::Client, base: &str) -> (S
     let group = unique_role("readers");
     let table = unique_role("t");
     pg().psql(&format!(
-        "CREATE ROLE {g}; CREATE TABLE public.{t} (x int); INSERT INTO public.{t} VALUES (42); \
+        "SELECT pg_advisory_xact_lock(7262010); CREATE ROLE {g}; CREATE TABLE public.{t} (x int); INSERT INTO public.{t} VALUES (42); \
          GRANT SELECT ON public.{t} TO {g}; GRANT {g} TO {b}; GRANT INSERT ON public.{t} TO {b}; \
          GRANT CONNECT ON DATABASE postgres TO {b}",
         g = ident(&group),

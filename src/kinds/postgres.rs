@@ -469,6 +469,25 @@ async fn sync_grants(
     from: &str,
     to: &str,
 ) -> Result<usize> {
+    // Concurrent GRANTs on one object fail in PostgreSQL ("tuple concurrently updated"): Rotor's
+    // grant changes on a server are serialised by a transaction-scoped advisory lock.
+    bounded(
+        ctx,
+        "lock grant changes",
+        client.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7262010)"),
+    )
+    .await?;
+    let changes = sync_grants_locked(ctx, client, from, to).await?;
+    bounded(ctx, "commit grant changes", client.batch_execute("COMMIT")).await?;
+    Ok(changes)
+}
+
+async fn sync_grants_locked(
+    ctx: &KindContext<'_>,
+    client: &Client,
+    from: &str,
+    to: &str,
+) -> Result<usize> {
     let want = grants_of(ctx, client, from).await?;
     let have = grants_of(ctx, client, to).await?;
     let quoted_pair: Vec<String> = {
