@@ -58,10 +58,14 @@ impl Handler {
         } else {
             None
         };
-        let secrets = Arc::new(SecretsManager::new(&sdk, None));
+        // One Secrets Manager client per process: the fleet's when there is one.
+        let rotator = match &fleet {
+            Some(f) => f.rotator.clone(),
+            None => Rotator::from_config(Arc::new(SecretsManager::new(&sdk, None)), &config),
+        };
         let handler = Handler {
             served,
-            rotator: Rotator::from_config(secrets, &config),
+            rotator,
             fleet,
             batch_size: config.batch_size,
         };
