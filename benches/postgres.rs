@@ -115,6 +115,7 @@ async fn main() {
     let r = Rotator::new(sm, GeneratorPolicy::default()).with_settings(KindSettings {
         ca_bundle: Some(p.ca_pem_path.clone()),
         db_timeout: Duration::from_secs(5),
+        ..Default::default()
     });
     let c = support::client().await;
     let tags = [("rotor:kind", "postgres")];

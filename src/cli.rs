@@ -83,8 +83,52 @@ pub enum Command {
         #[arg(long)]
         secret_id: String,
     },
+    /// The certificate authority whose key stays in KMS: `ca init`, `ca show`.
+    Ca {
+        #[command(subcommand)]
+        action: CaCommand,
+    },
     /// Start the local stack if none is running, seed demo secrets, rotate them, show versions.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create (or adopt) the CA's KMS key (ECC_NIST_P256, SIGN_VERIFY), sign a self-signed CA
+    /// certificate through KMS and publish it in a secret. Idempotent: an existing, valid CA
+    /// certificate for the same key is kept unless --renew.
+    Init {
+        /// KMS key id, ARN or alias (default: ROTOR_CA_KEY_ID, else alias/rotor-ca; an alias
+        /// that does not exist yet gets a new key).
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Secret to publish the CA certificate in (default: ROTOR_CA_CERT_SECRET, else
+        /// rotor/ca-certificate).
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long, default_value = "Rotor CA")]
+        common_name: String,
+        #[arg(long)]
+        organization: Option<String>,
+        /// Lifetime of the CA certificate.
+        #[arg(long, default_value = "3650d")]
+        validity: humantime::Duration,
+        /// Issue a new CA certificate for the same key even if the current one is valid (the
+        /// old one stays AWSPREVIOUS; certificates it signed keep verifying: same key, same
+        /// subject).
+        #[arg(long)]
+        renew: bool,
+        /// Also write the CA certificate (PEM) to this file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Show the published CA certificate (subject, validity, key); --out writes its PEM.
+    Show {
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 /// Parses the arguments and runs the command; errors print as `error[Type]: message`.
@@ -111,7 +155,7 @@ async fn session(endpoint: Option<&str>) -> Result<Session> {
     let sdk = load_sdk_config(endpoint).await;
     let calls = ApiCallCounter::default();
     let secrets = Arc::new(SecretsManager::new(&sdk, Some(calls.clone())));
-    let rotator = Rotator::from_config(secrets.clone(), &config);
+    let rotator = crate::adapters::rotator(&config, &sdk, secrets.clone(), Some(calls.clone()));
     Ok(Session {
         secrets,
         rotator,
@@ -221,6 +265,31 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", meta.arn);
             print_versions("  ", &meta);
         }
+        Command::Ca { action } => match action {
+            CaCommand::Init {
+                key_id,
+                secret,
+                common_name,
+                organization,
+                validity,
+                renew,
+                out,
+            } => {
+                let spec = crate::ca::CaSpec {
+                    common_name,
+                    organization,
+                    validity: validity.into(),
+                };
+                let opts = CaInit {
+                    key_id,
+                    secret,
+                    renew,
+                    out,
+                };
+                ca_init(endpoint, &spec, &opts).await?;
+            }
+            CaCommand::Show { secret, out } => ca_show(endpoint, secret, out).await?,
+        },
         Command::Demo => demo(endpoint).await?,
     }
     Ok(())
@@ -298,7 +367,15 @@ const DEMO_SECRETS: &[DemoSecret] = &[
             ("rotor:require", "lower,upper,digit"),
         ],
     ),
+    (
+        DEMO_CERT_SECRET,
+        r#"{"common_name":"payments-api","organization":"Example Corp","dns_names":["payments.internal","localhost"],"ip_addresses":["127.0.0.1"],"uris":["spiffe://example.org/ns/payments/sa/api"],"usages":["client","server"],"validity":"24h"}"#,
+        &[("rotor:managed", "true"), ("rotor:kind", "x509")],
+    ),
 ];
+
+/// The demo's certificate identity (its profile above; the CA comes from `ca init`).
+const DEMO_CERT_SECRET: &str = "rotor-demo/payments-mtls";
 
 async fn demo(endpoint: Option<&str>) -> Result<()> {
     let stack = LocalStack::ensure(endpoint)?;
@@ -313,6 +390,17 @@ async fn demo(endpoint: Option<&str>) -> Result<()> {
     );
     let url = Some(stack.endpoint());
     let topic = init(url).await?;
+    println!();
+    ca_init(
+        url,
+        &crate::ca::CaSpec {
+            common_name: "Rotor demo CA".into(),
+            organization: Some("Rotor".into()),
+            validity: std::time::Duration::from_secs(3650 * 86400),
+        },
+        &CaInit::default(),
+    )
+    .await?;
     println!();
     let s = session(url).await?;
     for (name, value, tags) in DEMO_SECRETS {
@@ -362,6 +450,7 @@ async fn demo(endpoint: Option<&str>) -> Result<()> {
     if let Some(entry) = &pg {
         demo_pg_login(&s, entry).await?;
     }
+    demo_certificate(&s, &f).await?;
     println!("\n$ rotor run   (again: nothing is due now)");
     run_due(&f, 50, 4).await?;
     let first = &manifest.identities[0].id;
@@ -813,4 +902,193 @@ async fn seed(s: &Session, name: &str, value: &str, tags: &[(&str, &str)]) -> Re
             e,
         )),
     }
+}
+
+/// Options of `rotor ca init` beyond the certificate's contents.
+#[derive(Debug, Default)]
+struct CaInit {
+    key_id: Option<String>,
+    secret: Option<String>,
+    renew: bool,
+    out: Option<std::path::PathBuf>,
+}
+
+/// `rotor ca init`: the CA key in KMS and its certificate, published. Returns the certificate.
+async fn ca_init(
+    endpoint: Option<&str>,
+    spec: &crate::ca::CaSpec,
+    opts: &CaInit,
+) -> Result<crate::ca::CaCertificate> {
+    use crate::ca::CaCertificate;
+    use crate::ports::CaSigner;
+    let config = Config::from_env()?;
+    let key = opts
+        .key_id
+        .clone()
+        .unwrap_or_else(|| config.kinds.ca_key_id.clone());
+    let secret = opts
+        .secret
+        .clone()
+        .unwrap_or_else(|| config.kinds.ca_cert_secret.clone());
+    let sdk = load_sdk_config(endpoint).await;
+    let (key_arn, created) = crate::adapters::kms::ensure_ca_key(&sdk, &key).await?;
+    let signer = crate::adapters::KmsCaSigner::new(&sdk, None);
+    let spki = signer.public_key(&key_arn).await?;
+    let secrets = SecretsManager::new(&sdk, None);
+    let existing = match secrets
+        .get_value(&secret, None, crate::ports::AWSCURRENT)
+        .await
+    {
+        Ok(Some(v)) => Some(v),
+        Ok(None) | Err(RotorError::SecretNotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let at = now();
+    let existing = match existing {
+        None => None,
+        Some(pem) => {
+            use secrecy::ExposeSecret;
+            let ca = CaCertificate::from_pem(pem.expose_secret())?;
+            if !ca.matches_key(&spki) {
+                return Err(RotorError::CaUnavailable(format!(
+                    "secret {secret} holds a CA certificate for another key than {key_arn}; \
+                     name that key with --key-id, or publish elsewhere with --secret"
+                )));
+            }
+            Some(ca)
+        }
+    };
+    let ca = match existing {
+        Some(ca) if !opts.renew && ca.check_valid_at(at + 86400).is_ok() => {
+            println!(
+                "$ rotor ca init   (kept: the published CA certificate is valid for this key)"
+            );
+            ca
+        }
+        prior => {
+            let pem = crate::ca::self_signed(&signer, &key_arn, spec, at).await?;
+            let ca = CaCertificate::from_pem(&pem)?;
+            publish_ca(&secrets, &secret, &key_arn, &pem, prior.is_some()).await?;
+            println!(
+                "$ rotor ca init   ({} CA certificate signed through KMS)",
+                if prior.is_some() { "renewed:" } else { "new:" }
+            );
+            ca
+        }
+    };
+    println!(
+        "CA key     {key_arn}{}",
+        if created { "   (created)" } else { "" }
+    );
+    print_ca(&ca, &secret);
+    if let Some(path) = &opts.out {
+        std::fs::write(path, ca.pem()).map_err(|e| RotorError::io(path.display(), e))?;
+        println!("wrote {}", path.display());
+    }
+    println!("export ROTOR_CA_KEY_ID={key_arn}");
+    println!("export ROTOR_CA_CERT_SECRET={secret}");
+    Ok(ca)
+}
+
+fn print_ca(ca: &crate::ca::CaCertificate, secret: &str) {
+    println!("subject    {}", ca.subject);
+    println!(
+        "valid      {} .. {}",
+        crate::ca::rfc3339(ca.not_before),
+        crate::ca::rfc3339(ca.not_after)
+    );
+    println!("published  secret {secret} (AWSCURRENT, PEM)");
+}
+
+/// Publishes the CA certificate PEM: a new secret, or a new AWSCURRENT version of it.
+async fn publish_ca(
+    secrets: &SecretsManager,
+    secret: &str,
+    key_arn: &str,
+    pem: &str,
+    exists: bool,
+) -> Result<()> {
+    use aws_sdk_secretsmanager::types::Tag;
+    let c = secrets.client();
+    if exists {
+        c.put_secret_value()
+            .secret_id(secret)
+            .secret_string(pem)
+            .send()
+            .await
+            .map_err(|e| crate::adapters::secretsmanager::aws_error("PutSecretValue", e))?;
+        return Ok(());
+    }
+    c.create_secret()
+        .name(secret)
+        .description("Rotor CA certificate (public; the key stays in KMS)")
+        .secret_string(pem)
+        .tags(
+            Tag::builder()
+                .key("rotor:role")
+                .value("ca-certificate")
+                .build(),
+        )
+        .tags(Tag::builder().key("rotor:ca-key").value(key_arn).build())
+        .send()
+        .await
+        .map_err(|e| crate::adapters::secretsmanager::aws_error("CreateSecret", e))?;
+    Ok(())
+}
+
+/// `rotor ca show`.
+async fn ca_show(
+    endpoint: Option<&str>,
+    secret: Option<String>,
+    out: Option<std::path::PathBuf>,
+) -> Result<()> {
+    use secrecy::ExposeSecret;
+    let config = Config::from_env()?;
+    let secret = secret.unwrap_or(config.kinds.ca_cert_secret);
+    let sdk = load_sdk_config(endpoint).await;
+    let pem = SecretsManager::new(&sdk, None)
+        .get_value(&secret, None, crate::ports::AWSCURRENT)
+        .await?
+        .ok_or_else(|| RotorError::CaUnavailable(format!("secret {secret} has no value")))?;
+    let ca = crate::ca::CaCertificate::from_pem(pem.expose_secret())?;
+    print_ca(&ca, &secret);
+    if let Some(path) = out {
+        std::fs::write(&path, ca.pem()).map_err(|e| RotorError::io(path.display(), e))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The demo's certificate: what the first rotation issued, then a second rotation (a new key
+/// and serial; the first certificate stays AWSPREVIOUS for the overlap).
+async fn demo_certificate(s: &Session, f: &Fleet) -> Result<()> {
+    let id = "payments/mtls-cert";
+    println!(
+        "\nThe certificate identity {id} (issued by the CA in KMS, tested with an mTLS handshake):"
+    );
+    print_certificate(s, crate::ports::AWSCURRENT).await?;
+    println!("\n$ rotor rotate {id}");
+    let r = f.rotate_now(id, &actor()).await?;
+    print_result(&r);
+    print_certificate(s, crate::ports::AWSCURRENT).await?;
+    print_certificate(s, crate::ports::AWSPREVIOUS).await?;
+    Ok(())
+}
+
+/// Serial, validity and names of the demo certificate at `stage` (never the private key).
+async fn print_certificate(s: &Session, stage: &str) -> Result<()> {
+    use secrecy::ExposeSecret;
+    let Some(v) = s.secrets.get_value(DEMO_CERT_SECRET, None, stage).await? else {
+        return Ok(());
+    };
+    let v: serde_json::Value = serde_json::from_str(v.expose_secret()).unwrap_or_default();
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+    println!(
+        "  {stage:<10} serial {}  valid {} .. {}  issuer {}",
+        text("serial"),
+        text("not_before"),
+        text("not_after"),
+        text("issuer")
+    );
+    Ok(())
 }

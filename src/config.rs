@@ -25,7 +25,8 @@ pub struct Config {
     pub fleet: FleetSettings,
     /// `ROTOR_BATCH_SIZE`: identities one plan leases at most (default 50).
     pub batch_size: usize,
-    /// Target settings: `ROTOR_DB_CA_BUNDLE`, `ROTOR_DB_TIMEOUT_SECONDS` (default 5).
+    /// Kind settings: `ROTOR_DB_CA_BUNDLE`, `ROTOR_DB_TIMEOUT_SECONDS` (default 5),
+    /// `ROTOR_CA_KEY_ID`, `ROTOR_CA_CERT_SECRET`, `ROTOR_CERT_VALIDITY` (default 24h).
     pub kinds: crate::kinds::KindSettings,
 }
 
@@ -73,6 +74,15 @@ impl Config {
             kinds: crate::kinds::KindSettings {
                 ca_bundle: get("ROTOR_DB_CA_BUNDLE").map(std::path::PathBuf::from),
                 db_timeout: std::time::Duration::from_secs(number("ROTOR_DB_TIMEOUT_SECONDS", 5)?),
+                ca_key_id: get("ROTOR_CA_KEY_ID")
+                    .unwrap_or_else(|| crate::ca::DEFAULT_CA_KEY.into()),
+                ca_cert_secret: get("ROTOR_CA_CERT_SECRET")
+                    .unwrap_or_else(|| crate::ca::DEFAULT_CA_CERT_SECRET.into()),
+                cert_validity: match get("ROTOR_CERT_VALIDITY") {
+                    None => std::time::Duration::from_secs(24 * 3600),
+                    Some(v) => crate::kinds::x509::parse_validity(&v)
+                        .map_err(|e| RotorError::Config(format!("ROTOR_CERT_VALIDITY: {e}")))?,
+                },
             },
         })
     }

@@ -62,6 +62,17 @@ pub enum RotorError {
     /// The pending credential failed its test against the target.
     #[error("secret {secret}: pending credential failed its test: {reason}")]
     TestFailed { secret: String, reason: String },
+    /// A certificate could not be built or signed (the CA key, the profile, the signature).
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// The CA is not usable: its certificate is missing, not a CA, expired, or its key is not
+    /// an ECC_NIST_P256 signing key. `rotor ca init` sets it up.
+    #[error("CA unavailable: {0}")]
+    CaUnavailable(String),
+    /// testSecret rejected a pending certificate (chain, names, usage, validity, key, or the
+    /// mTLS handshake). The reason names the check, never the key.
+    #[error("secret {secret}: pending certificate rejected: {reason}")]
+    CertificateRejected { secret: String, reason: String },
     /// An AWS call failed.
     #[error("{operation} failed: {message}")]
     Aws {
@@ -126,6 +137,9 @@ impl RotorError {
             RotorError::InvalidPolicy(_) => "InvalidPolicy",
             RotorError::UnsupportedKind(_) => "UnsupportedKind",
             RotorError::TestFailed { .. } => "TestFailed",
+            RotorError::Certificate(_) => "CertificateError",
+            RotorError::CaUnavailable(_) => "CaUnavailable",
+            RotorError::CertificateRejected { .. } => "CertificateRejected",
             RotorError::Aws {
                 retryable: true, ..
             } => "AwsTransient",

@@ -36,6 +36,24 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What a failed step leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum OnFailure {
+    /// Roll back ([`Fleet::fail`]: target reverted, AWSPENDING dropped, failure counted,
+    /// back-off, alert) — the state machine's `Catch` → rollback-secret.
+    Rollback,
+}
+
+/// The flow of one rotation: the steps in the order [`Fleet::execute`] runs them and what a
+/// failure at each leads to. The state machine (`infra/statemachine/rotation.asl.json`)
+/// describes the same flow for the cloud; `tests/infra.rs` checks that the two agree.
+pub const FLOW: [(Step, OnFailure); 4] = [
+    (Step::Create, OnFailure::Rollback),
+    (Step::Set, OnFailure::Rollback),
+    (Step::Test, OnFailure::Rollback),
+    (Step::Finish, OnFailure::Rollback),
+];
+
 /// Fleet settings (from the environment; see `Config`).
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
@@ -393,17 +411,26 @@ impl Fleet {
         .await?;
         if let (Ok(r), Step::Finish) = (&result, event.step) {
             if matches!(r.outcome, Outcome::Finished | Outcome::AlreadyCurrent) {
-                self.record_success(&ident, event.token.as_str()).await?;
+                self.record_success(&ident, event.token.as_str(), r.renew_by)
+                    .await?;
             }
         }
         result
     }
 
-    async fn record_success(&self, ident: &Identity, token: &str) -> Result<()> {
+    /// Records a finished rotation: due again after the identity's interval, or by `renew_by`
+    /// (a certificate at two thirds of its lifetime) if that is sooner.
+    async fn record_success(
+        &self,
+        ident: &Identity,
+        token: &str,
+        renew_by: Option<i64>,
+    ) -> Result<()> {
         let at = now();
+        let regular = inventory::next_due(ident, at);
         let update = RotationResult {
             last_rotated_at: Some(at),
-            next_due_at: inventory::next_due(ident, at),
+            next_due_at: renew_by.map_or(regular, |r| r.min(regular)),
             failure_count: 0,
             last_error: None,
             status: if ident.status == Status::Failing {
@@ -432,7 +459,7 @@ impl Fleet {
         let secret_id = SecretId::parse(&item.secret_id)?;
         let token = Token::parse(&item.client_request_token)?;
         let mut steps = Vec::new();
-        for step in Step::ALL {
+        for (step, on_failure) in FLOW {
             let event = RotationEvent {
                 step,
                 secret_id: secret_id.clone(),
@@ -442,6 +469,7 @@ impl Fleet {
                 Ok(r) => steps.push(format!("{} {}", r.step, r.outcome.as_str())),
                 Err(e) => {
                     steps.push(format!("{step} failed"));
+                    let OnFailure::Rollback = on_failure;
                     let failed = self
                         .fail(item, e.error_type(), &e.to_string(), actor)
                         .await?;

@@ -61,7 +61,12 @@ impl Handler {
         // One Secrets Manager client per process: the fleet's when there is one.
         let rotator = match &fleet {
             Some(f) => f.rotator.clone(),
-            None => Rotator::from_config(Arc::new(SecretsManager::new(&sdk, None)), &config),
+            None => crate::adapters::rotator(
+                &config,
+                &sdk,
+                Arc::new(SecretsManager::new(&sdk, None)),
+                None,
+            ),
         };
         let handler = Handler {
             served,

@@ -5,6 +5,7 @@
 
 pub mod adapters;
 pub mod audit;
+pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -12,7 +12,7 @@ use crate::error::{Result, RotorError};
 use crate::event::{RotationEvent, SecretId, Step, Token};
 use crate::kinds::{self, Applied, CredentialKind, KindContext, KindSettings};
 use crate::policy::GeneratorPolicy;
-use crate::ports::{PutOutcome, SecretMeta, SecretStore, AWSCURRENT, AWSPENDING};
+use crate::ports::{CaSigner, PutOutcome, SecretMeta, SecretStore, AWSCURRENT, AWSPENDING};
 
 /// What a step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -65,6 +65,10 @@ pub struct StepReport {
     pub secret_arn: String,
     pub token: String,
     pub outcome: Outcome,
+    /// finishSecret of a kind whose credentials expire: when the new AWSCURRENT must be
+    /// replaced by (unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_by: Option<i64>,
 }
 
 /// Runs rotation steps against a secret store. Build once per process.
@@ -73,6 +77,7 @@ pub struct Rotator {
     secrets: Arc<dyn SecretStore>,
     defaults: Arc<GeneratorPolicy>,
     settings: Arc<KindSettings>,
+    signer: Option<Arc<dyn CaSigner>>,
 }
 
 /// Where the token stands among the secret's versions.
@@ -91,7 +96,14 @@ impl Rotator {
             secrets,
             defaults: Arc::new(defaults),
             settings: Arc::new(KindSettings::default()),
+            signer: None,
         }
+    }
+
+    /// The same rotator with a CA signer in custody (certificate kinds).
+    pub fn with_signer(mut self, signer: Arc<dyn CaSigner>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// The same rotator with these kind settings (CA bundle, timeouts).
@@ -115,11 +127,15 @@ impl Rotator {
     pub async fn run_as(&self, event: &RotationEvent, kind: Option<&str>) -> Result<StepReport> {
         let started = Instant::now();
         let (id, t) = (&event.secret_id, &event.token);
+        let mut renew_by = None;
         let result = match event.step {
             Step::Create => self.create(id, t, kind).await,
             Step::Set => self.set(id, t, kind).await,
             Step::Test => self.test(id, t, kind).await,
-            Step::Finish => self.finish(id, t).await,
+            Step::Finish => self.finish(id, t, kind).await.map(|(arn, outcome, renew)| {
+                renew_by = renew;
+                (arn, outcome)
+            }),
         };
         log_step(
             event.step.as_str(),
@@ -133,6 +149,7 @@ impl Rotator {
             secret_arn: arn,
             token: event.token.to_string(),
             outcome,
+            renew_by,
         })
     }
 
@@ -184,6 +201,7 @@ impl Rotator {
             secret_arn: arn,
             token: token.to_string(),
             outcome,
+            renew_by: None,
         })
     }
 
@@ -315,26 +333,55 @@ impl Rotator {
         Ok((meta.arn, Outcome::Tested))
     }
 
-    async fn finish(&self, id: &SecretId, token: &Token) -> Result<(String, Outcome)> {
+    async fn finish(
+        &self,
+        id: &SecretId,
+        token: &Token,
+        known: Option<&str>,
+    ) -> Result<(String, Outcome, Option<i64>)> {
         let (meta, state) = self.check(id, token, false).await?;
         let t = token.as_str();
-        if let TokenState::Current = state {
+        let outcome = if let TokenState::Current = state {
             // A re-run after AWSCURRENT moved: only AWSPENDING may still need removing.
             if meta.has_stage(t, AWSPENDING) {
                 self.secrets
                     .update_stage(&meta.arn, AWSPENDING, None, Some(t))
                     .await?;
             }
-            return Ok((meta.arn, Outcome::AlreadyCurrent));
+            Outcome::AlreadyCurrent
+        } else {
+            let old = meta.version_with(AWSCURRENT).map(str::to_string);
+            self.secrets
+                .update_stage(&meta.arn, AWSCURRENT, Some(t), old.as_deref())
+                .await?;
+            self.secrets
+                .update_stage(&meta.arn, AWSPENDING, None, Some(t))
+                .await?;
+            Outcome::Finished
+        };
+        let renew_by = self.renew_by(&meta, token, known).await;
+        Ok((meta.arn, outcome, renew_by))
+    }
+
+    /// For kinds whose credentials expire: when the token's value (now AWSCURRENT) must be
+    /// replaced by. The rotation is done either way, so a failure here only logs a warning.
+    async fn renew_by(&self, meta: &SecretMeta, token: &Token, known: Option<&str>) -> Option<i64> {
+        let kind = kinds::for_secret(meta, known).ok()?;
+        if !kind.expires() {
+            return None;
         }
-        let old = meta.version_with(AWSCURRENT).map(str::to_string);
-        self.secrets
-            .update_stage(&meta.arn, AWSCURRENT, Some(t), old.as_deref())
-            .await?;
-        self.secrets
-            .update_stage(&meta.arn, AWSPENDING, None, Some(t))
-            .await?;
-        Ok((meta.arn, Outcome::Finished))
+        match self
+            .secrets
+            .get_value(&meta.arn, Some(token.as_str()), AWSCURRENT)
+            .await
+        {
+            Ok(Some(v)) => kind.renew_by(&v),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(secret_arn = %meta.arn, error_type = e.error_type(), error = %e, "could not read the new certificate's expiry");
+                None
+            }
+        }
     }
 
     /// Describes the secret and places the token among its versions. A token that is not a
@@ -381,6 +428,7 @@ impl Rotator {
             policy,
             secrets: self.secrets.as_ref(),
             settings: &self.settings,
+            signer: self.signer.as_deref(),
         }
     }
 

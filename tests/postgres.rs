@@ -20,6 +20,7 @@ fn settings(timeout_s: u64) -> KindSettings {
     KindSettings {
         ca_bundle: Some(pg().ca_pem_path.clone()),
         db_timeout: Duration::from_secs(timeout_s),
+        ..Default::default()
     }
 }
 
@@ -341,6 +342,7 @@ async fn failures_are_clear_errors_rolled_back_with_current_still_working() {
     let wrong_ca = rotor::kinds::KindSettings {
         ca_bundle: Some("/etc/ssl/certs/ca-certificates.crt".into()),
         db_timeout: Duration::from_secs(2),
+        ..Default::default()
     };
     let strict = rotator().await.with_settings(wrong_ca.clone());
     expect_rolled_back(

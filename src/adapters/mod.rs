@@ -11,9 +11,21 @@ pub mod secretsmanager;
 pub use aws::{load_sdk_config, ApiCallCounter};
 pub use dynamodb_audit::DynamoAudit;
 pub use dynamodb_inventory::DynamoInventory;
-pub use kms::KmsCustody;
+pub use kms::{KmsCaSigner, KmsCustody};
 pub use notify::AwsNotifier;
 pub use secretsmanager::SecretsManager;
+
+/// The rotation steps on AWS: Secrets Manager (`secrets`) and the CA signer on KMS, configured
+/// from `config`.
+pub fn rotator(
+    config: &crate::config::Config,
+    sdk: &aws_config::SdkConfig,
+    secrets: std::sync::Arc<SecretsManager>,
+    counter: Option<ApiCallCounter>,
+) -> crate::steps::Rotator {
+    crate::steps::Rotator::from_config(secrets, config)
+        .with_signer(std::sync::Arc::new(KmsCaSigner::new(sdk, counter)))
+}
 
 /// Builds a [`crate::fleet::Fleet`] on AWS from configuration: Secrets Manager, the inventory
 /// and audit tables, the KMS MAC key, SNS and EventBridge. Needs `config.fleet_configured()`.
@@ -40,6 +52,7 @@ pub fn wire_fleet(
     let secrets = Arc::new(SecretsManager::new(sdk, counter.clone()));
     let custody: Arc<dyn crate::ports::Custody> =
         Arc::new(KmsCustody::new(sdk, key, counter.clone()));
+    let rotator = rotator(config, sdk, secrets.clone(), counter.clone());
     Ok(crate::fleet::Fleet {
         secrets: secrets.clone(),
         inventory: Arc::new(DynamoInventory::new(sdk, inventory_table, counter.clone())),
@@ -50,7 +63,7 @@ pub fn wire_fleet(
             config.event_bus.clone(),
             counter,
         )),
-        rotator: crate::steps::Rotator::from_config(secrets, config),
+        rotator,
         metrics,
         settings: config.fleet.clone(),
     })

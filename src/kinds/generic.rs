@@ -221,6 +221,7 @@ mod tests {
             policy,
             secrets: &*SECRETS,
             settings: &SETTINGS,
+            signer: None,
         }
     }
 

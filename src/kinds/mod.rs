@@ -4,6 +4,7 @@
 
 pub mod generic;
 pub mod postgres;
+pub mod x509;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use crate::error::{Result, RotorError};
 use crate::policy::GeneratorPolicy;
-use crate::ports::{SecretMeta, SecretStore};
+use crate::ports::{CaSigner, SecretMeta, SecretStore};
 
 /// The tag naming a secret's kind (default `generic`).
 pub const KIND_TAG: &str = "rotor:kind";
@@ -26,6 +27,14 @@ pub struct KindSettings {
     pub ca_bundle: Option<PathBuf>,
     /// Connect and statement timeout for targets (`ROTOR_DB_TIMEOUT_SECONDS`, default 5).
     pub db_timeout: Duration,
+    /// The CA's KMS signing key: id, ARN or alias (`ROTOR_CA_KEY_ID`, default
+    /// `alias/rotor-ca`).
+    pub ca_key_id: String,
+    /// The secret whose AWSCURRENT holds the CA certificate PEM (`ROTOR_CA_CERT_SECRET`,
+    /// default `rotor/ca-certificate`), published by `rotor ca init`.
+    pub ca_cert_secret: String,
+    /// Certificate lifetime when the profile names none (`ROTOR_CERT_VALIDITY`, default 24h).
+    pub cert_validity: Duration,
 }
 
 impl Default for KindSettings {
@@ -33,6 +42,9 @@ impl Default for KindSettings {
         KindSettings {
             ca_bundle: None,
             db_timeout: Duration::from_secs(5),
+            ca_key_id: crate::ca::DEFAULT_CA_KEY.into(),
+            ca_cert_secret: crate::ca::DEFAULT_CA_CERT_SECRET.into(),
+            cert_validity: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -46,6 +58,8 @@ pub struct KindContext<'a> {
     /// a master secret).
     pub secrets: &'a dyn SecretStore,
     pub settings: &'a KindSettings,
+    /// CA signing in custody (KMS), for kinds that issue certificates.
+    pub signer: Option<&'a dyn CaSigner>,
 }
 
 /// What setSecret did at the target.
@@ -92,6 +106,17 @@ pub trait CredentialKind: Send + Sync {
         current: &SecretString,
     ) -> Result<()>;
 
+    /// Whether credentials of this kind expire (finishSecret then asks [`Self::renew_by`]).
+    fn expires(&self) -> bool {
+        false
+    }
+
+    /// When `value` (the new AWSCURRENT) must be replaced by, in unix seconds: the inventory
+    /// makes the identity due no later than this, whatever its interval.
+    fn renew_by(&self, _value: &SecretString) -> Option<i64> {
+        None
+    }
+
     /// rollback: put the target back to `current` where `apply` changed it (`pending` is the
     /// value `apply` may have set, when one was created).
     async fn revert(
@@ -105,7 +130,7 @@ pub trait CredentialKind: Send + Sync {
 }
 
 /// Every kind Rotor knows. Add a kind here.
-pub static KINDS: &[&dyn CredentialKind] = &[&generic::Generic, &postgres::Postgres];
+pub static KINDS: &[&dyn CredentialKind] = &[&generic::Generic, &postgres::Postgres, &x509::X509];
 
 /// A secret's kind: its `rotor:kind` tag, else the kind the inventory registered (`known`), else
 /// `generic`.

@@ -10,7 +10,7 @@ pub mod notify;
 pub mod secrets;
 
 pub use audit::{AuditEntry, AuditLog, AuditRecord, Tamper, Verification};
-pub use custody::Custody;
+pub use custody::{CaSigner, Custody};
 pub use inventory::{Inventory, LeaseOutcome, ReadStats, RotationResult};
 pub use notify::{Alert, Notifier};
 pub use secrets::{PutOutcome, SecretMeta, SecretStore, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
