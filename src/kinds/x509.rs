@@ -271,9 +271,28 @@ fn now() -> i64 {
     crate::fleet::now()
 }
 
-/// The CA certificate, from the secret `rotor ca init` published it in; it must be valid now.
+/// How long a process reuses a CA certificate it read. The certificate is public, so this is a
+/// cache of public data (never of key material); a renewed CA certificate is picked up after
+/// this long, and certificates issued meanwhile name the same key and subject.
+const CA_CACHE_TTL: Duration = Duration::from_secs(300);
+
+type CaCache =
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, CaCertificate)>>;
+static CA_CACHE: std::sync::LazyLock<CaCache> = std::sync::LazyLock::new(Default::default);
+
+/// The CA certificate, from the secret `rotor ca init` published it in (read at most once per
+/// [`CA_CACHE_TTL`] per process); it must be valid now.
 async fn load_ca(ctx: &KindContext<'_>) -> Result<CaCertificate> {
     let name = &ctx.settings.ca_cert_secret;
+    let cached = CA_CACHE.lock().ok().and_then(|c| {
+        c.get(name)
+            .filter(|(at, _)| at.elapsed() < CA_CACHE_TTL)
+            .map(|(_, ca)| ca.clone())
+    });
+    if let Some(ca) = cached {
+        ca.check_valid_at(now())?;
+        return Ok(ca);
+    }
     let pem = match ctx.secrets.get_value(name, None, AWSCURRENT).await {
         Ok(Some(v)) => v,
         Ok(None) | Err(RotorError::SecretNotFound(_)) => {
@@ -285,6 +304,9 @@ async fn load_ca(ctx: &KindContext<'_>) -> Result<CaCertificate> {
     };
     let ca = CaCertificate::from_pem(pem.expose_secret())?;
     ca.check_valid_at(now())?;
+    if let Ok(mut c) = CA_CACHE.lock() {
+        c.insert(name.clone(), (std::time::Instant::now(), ca.clone()));
+    }
     Ok(ca)
 }
 
@@ -841,7 +863,11 @@ mod tests {
                 validity: Duration::from_secs(30 * 86400),
             };
             let pem = ca::self_signed(&signer, "k", &spec, now()).await.unwrap();
-            let settings = KindSettings::default();
+            // A CA secret per fixture: the process caches CA certificates by secret name.
+            let settings = KindSettings {
+                ca_cert_secret: format!("ca/{}", hex::encode(crate::ca::random_serial().unwrap())),
+                ..Default::default()
+            };
             secrets.create(&settings.ca_cert_secret, &pem, &[]);
             Fixture {
                 secrets,

@@ -394,6 +394,43 @@ mod audit_fakes {
     }
 }
 
+/// A CA signer for unit tests: a P-256 key held in memory (the AWS adapter's key never leaves
+/// KMS). Signs exactly as `KmsCaSigner` does: DER ECDSA over SHA-256 of the message.
+pub struct MemoryCaSigner {
+    key: rcgen::KeyPair,
+    /// Sign calls made (tests count custody round trips).
+    pub signs: std::sync::atomic::AtomicUsize,
+}
+
+impl MemoryCaSigner {
+    /// A signer with a fresh P-256 key.
+    pub fn new() -> crate::error::Result<Self> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| crate::error::RotorError::Config(format!("test CA key: {e}")))?;
+        Ok(MemoryCaSigner {
+            key,
+            signs: Default::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl crate::ports::CaSigner for MemoryCaSigner {
+    async fn public_key(&self, _key_id: &str) -> crate::error::Result<Vec<u8>> {
+        use rcgen::PublicKeyData;
+        Ok(self.key.subject_public_key_info())
+    }
+
+    async fn sign(&self, _key_id: &str, message: &[u8]) -> crate::error::Result<Vec<u8>> {
+        use rcgen::SigningKey;
+        self.signs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.key
+            .sign(message)
+            .map_err(|e| crate::error::RotorError::Config(format!("test CA sign: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod audit_tests {
     use std::sync::Arc;
@@ -529,39 +566,3 @@ mod audit_tests {
     }
 }
 
-/// A CA signer for unit tests: a P-256 key held in memory (the AWS adapter's key never leaves
-/// KMS). Signs exactly as `KmsCaSigner` does: DER ECDSA over SHA-256 of the message.
-pub struct MemoryCaSigner {
-    key: rcgen::KeyPair,
-    /// Sign calls made (tests count custody round trips).
-    pub signs: std::sync::atomic::AtomicUsize,
-}
-
-impl MemoryCaSigner {
-    /// A signer with a fresh P-256 key.
-    pub fn new() -> crate::error::Result<Self> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| crate::error::RotorError::Config(format!("test CA key: {e}")))?;
-        Ok(MemoryCaSigner {
-            key,
-            signs: Default::default(),
-        })
-    }
-}
-
-#[async_trait]
-impl crate::ports::CaSigner for MemoryCaSigner {
-    async fn public_key(&self, _key_id: &str) -> crate::error::Result<Vec<u8>> {
-        use rcgen::PublicKeyData;
-        Ok(self.key.subject_public_key_info())
-    }
-
-    async fn sign(&self, _key_id: &str, message: &[u8]) -> crate::error::Result<Vec<u8>> {
-        use rcgen::SigningKey;
-        self.signs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.key
-            .sign(message)
-            .map_err(|e| crate::error::RotorError::Config(format!("test CA sign: {e}")))
-    }
-}
