@@ -203,3 +203,45 @@ stop_postgres() {
   PG_DIR=
   return 0
 }
+
+# --- Infrastructure checks: SAM CLI, checkov, cfn-guard (infra/check.sh) ----------------------
+
+# Installs the infrastructure-check tools when missing: `sam` and `checkov` (PyPI) into their own
+# virtualenv — aws-sam-cli pins boto3/botocore versions that break awscli v1's exact pin, so
+# they must not share site-packages with the tests' AWS CLI and moto — whose bin directory goes
+# at the END of PATH (python3, aws, moto stay the system's); `cfn-guard` (crates.io: ~90 s to
+# build on an idle 2-core machine, minutes on a busy one). cfn-lint and samtranslator come with
+# ensure_python_tools.
+ensure_infra_tools() {
+  local venv="${ROTOR_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rotor}/infra-venv"
+  case ":$PATH:" in *":$venv/bin:"*) ;; *) export PATH="$PATH:$venv/bin" ;; esac
+  local missing=()
+  command -v sam >/dev/null 2>&1 || missing+=('aws-sam-cli')
+  command -v checkov >/dev/null 2>&1 || missing+=('checkov')
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} into $venv"
+    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+    hash -r
+  fi
+  if ! command -v cfn-guard >/dev/null 2>&1; then
+    log "installing cfn-guard (cargo install, ~90 s)"
+    cargo install cfn-guard --locked --quiet
+    hash -r
+  fi
+  return 0
+}
+
+# --- cargo-lambda: serves the functions locally (tests/invoke.rs) and packages them -----------
+
+# Installs cargo-lambda (PyPI; brings Zig for its cross-compiling builds) when `cargo lambda`
+# does not run.
+ensure_cargo_lambda() {
+  if ! cargo lambda --version >/dev/null 2>&1; then
+    log "installing cargo-lambda"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check cargo-lambda
+    hash -r
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
+  fi
+  return 0
+}
