@@ -169,7 +169,9 @@ impl Watch {
         let port = free_port();
         let log = dir.join("watch.log");
         let out = fs::File::create(&log).unwrap();
-        let child = std::process::Command::new("cargo")
+        let mut cmd = std::process::Command::new("cargo");
+        support::plain_cargo_env(&mut cmd);
+        let child = cmd
             .args([
                 "lambda",
                 "watch",
