@@ -565,4 +565,3 @@ mod audit_tests {
         assert_eq!(err.error_type(), "AuditTampered");
     }
 }
-
