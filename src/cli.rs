@@ -165,6 +165,7 @@ async fn session(endpoint: Option<&str>) -> Result<Session> {
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
+    crate::inventory::configure_tier_days(Config::from_env()?.tier_days);
     let endpoint = cli.endpoint_url.as_deref();
     match cli.command {
         Command::Init => {

@@ -25,6 +25,8 @@ pub struct Config {
     pub fleet: FleetSettings,
     /// `ROTOR_BATCH_SIZE`: identities one plan leases at most (default 50).
     pub batch_size: usize,
+    /// `ROTOR_TIER_DAYS`: tier intervals in days (`critical=1,high=7,standard=30,low=90`).
+    pub tier_days: [u32; 4],
     /// Kind settings: `ROTOR_DB_CA_BUNDLE`, `ROTOR_DB_TIMEOUT_SECONDS` (default 5),
     /// `ROTOR_CA_KEY_ID`, `ROTOR_CA_CERT_SECRET`, `ROTOR_CERT_VALIDITY` (default 24h).
     pub kinds: crate::kinds::KindSettings,
@@ -71,6 +73,10 @@ impl Config {
                 lease_seconds: number("ROTOR_LEASE_SECONDS", 900)? as i64,
             },
             batch_size: number("ROTOR_BATCH_SIZE", 50)? as usize,
+            tier_days: crate::inventory::parse_tier_days(
+                &get("ROTOR_TIER_DAYS").unwrap_or_default(),
+            )
+            .map_err(|e| RotorError::Config(format!("ROTOR_TIER_DAYS: {e}")))?,
             kinds: crate::kinds::KindSettings {
                 ca_bundle: get("ROTOR_DB_CA_BUNDLE").map(std::path::PathBuf::from),
                 db_timeout: std::time::Duration::from_secs(number("ROTOR_DB_TIMEOUT_SECONDS", 5)?),
@@ -127,5 +133,13 @@ mod tests {
             Config::from_lookup(|k| (k == "ROTOR_BATCH_SIZE").then(|| "lots".into())).unwrap_err();
         assert_eq!(err.error_type(), "ConfigError");
         assert!(err.to_string().contains("ROTOR_BATCH_SIZE"));
+        let c = Config::from_lookup(|k| (k == "ROTOR_TIER_DAYS").then(|| "high=3, low=180".into()))
+            .unwrap();
+        assert_eq!(c.tier_days, [1, 3, 30, 180]);
+        for bad in ["high", "gold=3", "low=0", "low=x"] {
+            let err =
+                Config::from_lookup(|k| (k == "ROTOR_TIER_DAYS").then(|| bad.into())).unwrap_err();
+            assert!(err.to_string().contains("ROTOR_TIER_DAYS"), "{bad}: {err}");
+        }
     }
 }

@@ -46,6 +46,7 @@ impl Handler {
     /// the inventory.
     pub async fn from_env(served: Served) -> Result<Self> {
         let config = Config::from_env()?;
+        crate::inventory::configure_tier_days(config.tier_days);
         let sdk = crate::adapters::load_sdk_config(None).await;
         let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "rotor".into());
         let fleet = if config.fleet_configured() {

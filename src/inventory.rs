@@ -18,14 +18,49 @@ pub enum Tier {
     Low,
 }
 
+/// Tier intervals set for this process (`ROTOR_TIER_DAYS`), if any.
+static TIER_DAYS: std::sync::OnceLock<[u32; 4]> = std::sync::OnceLock::new();
+
+/// Sets the tier intervals (days: critical, high, standard, low) for this process, once, at
+/// start-up (`ROTOR_TIER_DAYS`); later calls are ignored.
+pub fn configure_tier_days(days: [u32; 4]) {
+    let _ = TIER_DAYS.set(days);
+}
+
+/// Parses `critical=1,high=7,standard=30,low=90` (any subset; the rest keep their defaults).
+pub fn parse_tier_days(v: &str) -> std::result::Result<[u32; 4], String> {
+    let mut days = [1, 7, 30, 90];
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, n) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not tier=days"))?;
+        let i = match name.trim() {
+            "critical" => 0,
+            "high" => 1,
+            "standard" => 2,
+            "low" => 3,
+            other => return Err(format!("unknown tier {other:?}")),
+        };
+        days[i] = n
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=3650).contains(d))
+            .ok_or_else(|| format!("{part:?}: days must be 1 to 3650"))?;
+    }
+    Ok(days)
+}
+
 impl Tier {
-    /// Default interval: critical 1 day, high 7, standard 30, low 90.
+    /// Interval in days: critical 1, high 7, standard 30, low 90, unless `ROTOR_TIER_DAYS`
+    /// configured others for this process.
     pub fn default_interval_days(self) -> u32 {
+        let d = TIER_DAYS.get().copied().unwrap_or([1, 7, 30, 90]);
         match self {
-            Tier::Critical => 1,
-            Tier::High => 7,
-            Tier::Standard => 30,
-            Tier::Low => 90,
+            Tier::Critical => d[0],
+            Tier::High => d[1],
+            Tier::Standard => d[2],
+            Tier::Low => d[3],
         }
     }
 
