@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::{Result, RotorError};
 use crate::policy::{GeneratorPolicy, ValueFormat};
 
-use super::{Applied, CredentialKind, KindContext};
+use super::{invalid, json_object, Applied, CredentialKind, KindContext};
 
 /// The generic-secret kind.
 pub struct Generic;
@@ -22,27 +22,8 @@ enum Parsed {
     Text,
 }
 
-fn invalid(ctx: &KindContext<'_>, which: &'static str, reason: impl Into<String>) -> RotorError {
-    RotorError::InvalidSecretValue {
-        secret: ctx.meta.arn.clone(),
-        which,
-        reason: reason.into(),
-    }
-}
-
 fn parse(ctx: &KindContext<'_>, which: &'static str, value: &str) -> Result<Parsed> {
-    let as_json = || -> std::result::Result<Map<String, Value>, String> {
-        match serde_json::from_str::<Value>(value) {
-            Ok(Value::Object(m)) => Ok(m),
-            Ok(_) => Err("is JSON but not an object".into()),
-            // serde_json's syntax errors name a position, never the content.
-            Err(e) => Err(format!(
-                "is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            )),
-        }
-    };
+    let as_json = || json_object(value);
     let parsed = match ctx.policy.format {
         ValueFormat::Text => Parsed::Text,
         ValueFormat::Json => Parsed::Json(as_json().map_err(|r| invalid(ctx, which, r))?),

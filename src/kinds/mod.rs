@@ -62,6 +62,35 @@ pub struct KindContext<'a> {
     pub signer: Option<&'a dyn CaSigner>,
 }
 
+/// `InvalidSecretValue` for the secret in `ctx`; `reason` never quotes the value.
+pub(crate) fn invalid(
+    ctx: &KindContext<'_>,
+    which: &'static str,
+    reason: impl Into<String>,
+) -> RotorError {
+    RotorError::InvalidSecretValue {
+        secret: ctx.meta.arn.clone(),
+        which,
+        reason: reason.into(),
+    }
+}
+
+/// A secret value as a JSON object. The error is a reason that names a position (serde_json's
+/// syntax errors), never the content.
+pub(crate) fn json_object(
+    value: &str,
+) -> std::result::Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err("is JSON but not an object".into()),
+        Err(e) => Err(format!(
+            "is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )),
+    }
+}
+
 /// What setSecret did at the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {

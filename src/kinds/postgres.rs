@@ -31,7 +31,7 @@ use crate::event::SecretId;
 use crate::ports::{AWSCURRENT, AWSPREVIOUS};
 
 use super::generic::generate_value;
-use super::{Applied, CredentialKind, KindContext};
+use super::{invalid, json_object, Applied, CredentialKind, KindContext};
 
 /// The PostgreSQL kind (`rotor:kind` = `postgres`).
 pub struct Postgres;
@@ -62,32 +62,12 @@ struct Conn {
     masterarn: Option<String>,
 }
 
-fn invalid(ctx: &KindContext<'_>, which: &'static str, reason: impl Into<String>) -> RotorError {
-    RotorError::InvalidSecretValue {
-        secret: ctx.meta.arn.clone(),
-        which,
-        reason: reason.into(),
-    }
-}
-
 fn parse_map(
     ctx: &KindContext<'_>,
     which: &'static str,
     value: &SecretString,
 ) -> Result<Map<String, Value>> {
-    match serde_json::from_str::<Value>(value.expose_secret()) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(invalid(ctx, which, "is JSON but not an object")),
-        Err(e) => Err(invalid(
-            ctx,
-            which,
-            format!(
-                "is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )),
-    }
+    json_object(value.expose_secret()).map_err(|r| invalid(ctx, which, r))
 }
 
 fn conn_of(ctx: &KindContext<'_>, which: &'static str, m: &Map<String, Value>) -> Result<Conn> {

@@ -42,7 +42,7 @@ use crate::ca::{self, CaCertificate, BACKDATE_SECS};
 use crate::error::{Result, RotorError};
 use crate::ports::AWSCURRENT;
 
-use super::{Applied, CredentialKind, KindContext};
+use super::{invalid, json_object, Applied, CredentialKind, KindContext};
 
 /// The X.509 certificate kind.
 pub struct X509;
@@ -239,14 +239,6 @@ impl Profile {
     }
 }
 
-fn invalid(ctx: &KindContext<'_>, which: &'static str, reason: impl Into<String>) -> RotorError {
-    RotorError::InvalidSecretValue {
-        secret: ctx.meta.arn.clone(),
-        which,
-        reason: reason.into(),
-    }
-}
-
 fn rejected(ctx: &KindContext<'_>, reason: impl Into<String>) -> RotorError {
     RotorError::CertificateRejected {
         secret: ctx.meta.arn.clone(),
@@ -254,17 +246,9 @@ fn rejected(ctx: &KindContext<'_>, reason: impl Into<String>) -> RotorError {
     }
 }
 
-/// The secret's JSON object. serde_json's errors name a position, never the content.
+/// The secret's JSON object (errors name a position, never the content).
 fn object(value: &SecretString) -> std::result::Result<Map<String, Value>, String> {
-    match serde_json::from_str::<Value>(value.expose_secret()) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err("is JSON but not an object".into()),
-        Err(e) => Err(format!(
-            "is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        )),
-    }
+    json_object(value.expose_secret())
 }
 
 fn now() -> i64 {
@@ -374,7 +358,7 @@ fn read_certificate(der: &[u8]) -> std::result::Result<Issued, String> {
 fn certificates(pem: &str) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| format!("not PEM certificates ({e:?})"))?;
+        .map_err(|_| "is not PEM certificates".to_string())?;
     if certs.is_empty() {
         return Err("holds no PEM certificate".into());
     }
