@@ -7,6 +7,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::{median, pct};
+
 use std::time::{Duration, Instant};
 
 use rotor::adapters::{ApiCallCounter, SecretsManager};
@@ -16,16 +18,6 @@ use support::runtime_api::{FunctionProcess, Invocation, RuntimeApi};
 
 const WARM_RUNS: usize = 200;
 const COLD_RUNS: usize = 20;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// CPU time (user + system) this process has used, in ms.
 fn cpu_ms() -> f64 {

@@ -8,6 +8,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::{median, pct};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,16 +19,6 @@ use rotor::ports::CaSigner;
 use rotor::{RotationEvent, Rotator, SecretId, Step, Token};
 
 const RUNS: usize = 100;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0

@@ -357,14 +357,7 @@ async fn audit_table_holds_no_secret_values_and_verifies() {
         values.push(value_at(&c, arn, "AWSCURRENT").await.unwrap());
     }
     let table = env.config.audit_table.clone().unwrap();
-    let dump = aws_cli(&[
-        "dynamodb",
-        "scan",
-        "--table-name",
-        &table,
-        "--output",
-        "json",
-    ]);
+    let dump = scan_table(&table);
     assert!(
         dump.contains("finishSecret"),
         "the scan saw the audit records"
@@ -414,14 +407,7 @@ async fn a_secret_rotated_before_registration_is_registered_on_its_first_rotatio
     assert_eq!(i.id, name);
     assert_eq!((i.owner.as_str(), i.tier.as_str()), ("search", "low"));
     assert!(i.last_rotated_at.is_some());
-    let actions: Vec<String> = f
-        .audit
-        .records(&name)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.entry.action)
-        .collect();
+    let actions: Vec<String> = audit_actions(&f, &name).await;
     assert_eq!(
         actions,
         [

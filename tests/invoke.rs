@@ -508,14 +508,7 @@ async fn readme_invoke_commands_run_against_cargo_lambda_watch() {
     );
 
     // The audit log: every invocation recorded, and the chain and head MAC verify.
-    let actions: Vec<String> = fleet
-        .audit
-        .records(IDENTITY)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.entry.action)
-        .collect();
+    let actions: Vec<String> = audit_actions(&fleet, IDENTITY).await;
     assert_eq!(
         actions,
         [

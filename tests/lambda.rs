@@ -246,14 +246,7 @@ async fn plan_steps_and_rollback_functions_work_the_fleet() {
     let id0 = first["IdentityId"].as_str().unwrap();
     let i0 = f.inventory.get(id0).await.unwrap().unwrap();
     assert!(i0.last_rotated_at.is_some() && i0.lease.is_none());
-    let actions: Vec<String> = f
-        .audit
-        .records(id0)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.entry.action)
-        .collect();
+    let actions: Vec<String> = audit_actions(&f, id0).await;
     assert_eq!(
         actions,
         [

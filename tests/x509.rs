@@ -540,14 +540,7 @@ async fn a_certificate_identity_renews_at_two_thirds_of_its_lifetime_whatever_it
     // The audit log holds no private key.
     let key = v["private_key"].as_str().unwrap();
     let table = config.audit_table.clone().unwrap();
-    let scan = aws_cli(&[
-        "dynamodb",
-        "scan",
-        "--table-name",
-        &table,
-        "--output",
-        "json",
-    ]);
+    let scan = scan_table(&table);
     assert!(scan.contains(&id), "audit records for the identity exist");
     assert!(!scan.contains(&pem_body(key)) && !scan.contains("PRIVATE KEY"));
 }

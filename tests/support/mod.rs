@@ -460,3 +460,38 @@ pub fn plain_cargo_env(cmd: &mut std::process::Command) {
         }
     }
 }
+
+/// The actions of an identity's audit records, in order.
+pub async fn audit_actions(fleet: &rotor::fleet::Fleet, id: &str) -> Vec<String> {
+    fleet
+        .audit
+        .records(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect()
+}
+
+/// A raw scan of a DynamoDB table as the AWS CLI prints it (JSON), to search stored items.
+pub fn scan_table(table: &str) -> String {
+    aws_cli(&[
+        "dynamodb",
+        "scan",
+        "--table-name",
+        table,
+        "--output",
+        "json",
+    ])
+}
+
+/// The median of `v` (sorts it). Benchmarks.
+pub fn median(v: &mut [f64]) -> f64 {
+    pct(v, 0.5)
+}
+
+/// The `p` quantile of `v` (nearest rank; sorts it). Benchmarks.
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
